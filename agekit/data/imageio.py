@@ -1,0 +1,71 @@
+"""Reading images safely: one function turns any file into an RGB uint8 array or a clear error."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["ImageLoadError", "load_rgb", "MAX_PIXELS"]
+
+MAX_PIXELS = 64_000_000  # ~8000x8000; beyond that we refuse rather than risk a decompression bomb
+
+
+class ImageLoadError(ValueError):
+    """An image cannot be used; the message says why in one line."""
+
+
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``path`` to HxWx3 uint8 RGB, applying EXIF rotation.
+
+    Handles grayscale, palette, RGBA/LA (composited on white), CMYK and 16-bit images.
+    Raises :class:`ImageLoadError` for missing, non-image, corrupt, truncated or huge files.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageLoadError(f"{path}: file not found")
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(f"{path}: image too large ({w}x{h} px > {max_pixels} px limit)")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _to_rgb(im)
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageLoadError(f"{path}: image too large (decompression-bomb guard)") from None
+    except Image.UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image file (or an unsupported format)") from None
+    except OSError as e:
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float32)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        g = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        a = (a - a.min()) / max(float(a.max() - a.min()), 1e-6) * 255.0
+        return np.repeat(a.astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode != "RGB":
+        im = im.convert("RGB")  # L, 1, CMYK, YCbCr, RGBX ...
+    arr = np.asarray(im)
+    if arr.dtype != np.uint8:
+        arr = (arr / max(float(arr.max()), 1.0) * 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,113 @@
+"""The manifest: one table format that every dataset is turned into.
+
+Columns (CSV or Parquet):
+    path                    image file (absolute, or relative to the manifest's own folder)
+    age                     float years (NaN when unknown, e.g. unlabelled prediction sets)
+    gender                  0 = male, 1 = female, <NA> unknown
+    race                    group label when known (UTKFace: White/Black/Asian/Indian/Others)
+    subject_id              identity, when known (enables subject-exclusive splits)
+    face_x0..face_y1        face box in pixels, NaN when the image is already a face crop/absent
+    person_x0..person_y1    person (body) box, NaN when absent
+    source                  dataset name
+    split                   optional: train/val/test or fold index, filled by a splitter
+    content_hash            optional: sha1 of the file bytes, filled by deduplication
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["MANIFEST_COLUMNS", "BOX_COLUMNS", "ManifestError", "new_manifest", "validate_manifest",
+           "read_manifest", "write_manifest", "resolve_paths"]
+
+FACE_BOX = ["face_x0", "face_y0", "face_x1", "face_y1"]
+PERSON_BOX = ["person_x0", "person_y0", "person_x1", "person_y1"]
+BOX_COLUMNS = FACE_BOX + PERSON_BOX
+MANIFEST_COLUMNS = ["path", "age", "gender", "race", "subject_id", *BOX_COLUMNS, "source"]
+OPTIONAL_COLUMNS = ["split", "content_hash"]
+
+
+class ManifestError(ValueError):
+    """A manifest is missing columns or holds labels that make no sense."""
+
+
+def new_manifest(rows: Iterable[dict], source: str) -> pd.DataFrame:
+    """Build a manifest from dict rows, filling absent columns with NA and fixing dtypes."""
+    df = pd.DataFrame(list(rows))
+    for col in MANIFEST_COLUMNS:
+        if col not in df.columns:
+            df[col] = np.nan
+    df["source"] = df["source"].fillna(source) if df["source"].notna().any() else source
+    return _coerce(df[MANIFEST_COLUMNS + [c for c in OPTIONAL_COLUMNS if c in df.columns]])
+
+
+def _coerce(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["path"] = df["path"].astype(str)
+    df["age"] = pd.to_numeric(df["age"], errors="raise").astype("float64")
+    df["gender"] = pd.to_numeric(df["gender"], errors="raise").astype("Int64")
+    for col in BOX_COLUMNS:
+        df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
+    for col in ("race", "subject_id", "source"):
+        df[col] = df[col].astype("string")
+    if "split" in df.columns:
+        df["split"] = df["split"].astype("string")
+    return df
+
+
+def validate_manifest(df: pd.DataFrame, require_age: bool = True) -> pd.DataFrame:
+    """Check columns and labels; raise :class:`ManifestError` naming the first bad row."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"manifest lacks columns: {', '.join(missing)}")
+    try:
+        df = _coerce(df)
+    except (ValueError, TypeError) as e:
+        raise ManifestError(f"manifest has a non-numeric label: {e}") from None
+    if require_age and df["age"].isna().any():
+        i = int(np.flatnonzero(df["age"].isna().to_numpy())[0])
+        raise ManifestError(f"row {i} ({df['path'].iat[i]}): age is missing")
+    bad_age = df["age"].notna() & ((df["age"] < 0) | (df["age"] > 130))
+    if bad_age.any():
+        i = int(np.flatnonzero(bad_age.to_numpy())[0])
+        raise ManifestError(f"row {i} ({df['path'].iat[i]}): age {df['age'].iat[i]} is outside 0-130")
+    bad_gender = df["gender"].notna() & ~df["gender"].isin([0, 1])
+    if bad_gender.any():
+        i = int(np.flatnonzero(bad_gender.to_numpy())[0])
+        raise ManifestError(f"row {i} ({df['path'].iat[i]}): gender {df['gender'].iat[i]} is not 0 (male) or 1 (female)")
+    for box in (FACE_BOX, PERSON_BOX):
+        b = df[box].to_numpy()
+        present = ~np.isnan(b).any(axis=1)
+        flipped = present & ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
+        if flipped.any():
+            i = int(np.flatnonzero(flipped)[0])
+            raise ManifestError(f"row {i} ({df['path'].iat[i]}): box {box[0][:-3]} has x1<=x0 or y1<=y0")
+    return df
+
+
+def read_manifest(path: str | Path, require_age: bool = True) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"subject_id": "string", "race": "string"})
+    df = validate_manifest(df, require_age=require_age)
+    df.attrs["root"] = str(path.parent.resolve())
+    return df
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False)
+    return path
+
+
+def resolve_paths(df: pd.DataFrame) -> list[Path]:
+    root = Path(df.attrs.get("root", "."))
+    return [p if p.is_absolute() else root / p for p in map(Path, df["path"])]

