@@ -23,7 +23,10 @@ def models_cmd() -> None:
     """List the registered models with their input size, normalisation and weights source."""
     from ..models import get_model_cfg, list_models
 
-    table = Table("name", "family", "input", "mean/std", "ImageNet weights", "description")
+    table = Table(title="agekit models")
+    for col in ("name", "family", "input", "mean/std", "ImageNet weights"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", overflow="fold")
     for name in list_models():
         c = get_model_cfg(name)
         table.add_row(name, c.family, "x".join(map(str, c.input_size[1:])), f"{c.mean[0]:.3g}/{c.std[0]:.3g}",

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from .adapters import get_adapter
 from .manifest import read_manifest
@@ -50,18 +49,15 @@ class FaceCropDataset(Dataset):
     """Items: (uint8 image tensor 3xHxW, age, gender (-1 unknown), sample weight)."""
 
     def __init__(self, crops: np.ndarray, index: np.ndarray, ages: np.ndarray, genders: np.ndarray,
-                 weights: np.ndarray | None = None, augment: v2.Transform | None = None) -> None:
+                 weights: np.ndarray | None = None) -> None:
         self.crops, self.index = crops, index
         self.ages = ages.astype(np.float32)
         self.genders = genders.astype(np.int64)
         self.weights = np.ones(len(index), np.float32) if weights is None else weights.astype(np.float32)
-        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int):
         img = torch.from_numpy(np.array(self.crops[self.index[i]])).permute(2, 0, 1)
-        if self.augment is not None:
-            img = self.augment(img)
         return img, self.ages[i], self.genders[i], self.weights[i]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["content_hash", "deduplicate"]
@@ -14,7 +15,7 @@ def content_hash(path: str | Path) -> str:
 
 
 def deduplicate(df: pd.DataFrame, conflict: str = "drop") -> tuple[pd.DataFrame, dict]:
-    """Keep one row per content hash.
+    """Keep one row per content hash (per content hash and box, when one image has several faces).
 
     ``conflict`` says what to do with a group of copies whose labels (age or gender) disagree:
     ``"drop"`` removes the whole group (we cannot know which label is right: agekit's default),
@@ -28,27 +29,36 @@ def deduplicate(df: pd.DataFrame, conflict: str = "drop") -> tuple[pd.DataFrame,
     df = df.copy()
     if "content_hash" not in df.columns or df["content_hash"].isna().any():
         df["content_hash"] = [content_hash(p) for p in resolve_paths(df)]
-    groups = df.groupby("content_hash", sort=False)
+    # Rows of one file with different boxes are different faces (LAGENDA), not copies: key on the
+    # boxes too. With one row per image (boxes all NaN or equal) this is exactly the content hash.
+    from .manifest import BOX_COLUMNS
+
+    keys = ["content_hash"] + [c for c in BOX_COLUMNS if c in df.columns]
+    gid = df.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    groups = df.groupby(gid, sort=False)
     sizes = groups["path"].transform("size")
     n_age = groups["age"].transform("nunique")
-    n_gender = groups["gender"].transform(lambda s: s.nunique(dropna=False))
+    n_gender = groups["gender"].transform("nunique", dropna=False)  # builtin: a lambda per group is slow
     is_dup = sizes > 1
     conflicting = is_dup & ((n_age > 1) | (n_gender > 1))
     report = {
         "rows_in": int(len(df)),
-        "duplicate_groups": int(df.loc[is_dup, "content_hash"].nunique()),
-        "conflicting_groups": int(df.loc[conflicting, "content_hash"].nunique()),
+        "duplicate_groups": int(len(np.unique(gid[is_dup.to_numpy()]))),
+        "conflicting_groups": int(len(np.unique(gid[conflicting.to_numpy()]))),
         "conflict_policy": conflict,
     }
     if conflict == "drop":
-        out = df[~conflicting]
+        keep = ~conflicting.to_numpy()
+        out, gid = df[keep], gid[keep]
     else:
         med = groups["age"].transform("median")
-        gmode = groups["gender"].transform(lambda s: s.mode(dropna=True).iloc[0] if s.notna().any() else pd.NA)
+        sub = df.loc[conflicting, "gender"]  # the mode only where needed: a lambda per group is slow
+        gmode = sub.groupby(gid[conflicting.to_numpy()], sort=False).transform(
+            lambda s: s.mode(dropna=True).iloc[0] if s.notna().any() else pd.NA)
         df.loc[conflicting, "age"] = med[conflicting]
-        df.loc[conflicting, "gender"] = gmode[conflicting]
+        df.loc[conflicting, "gender"] = gmode
         out = df
-    out = out.drop_duplicates("content_hash", keep="first").reset_index(drop=True)
+    out = out[~pd.Series(gid).duplicated(keep="first").to_numpy()].reset_index(drop=True)
     report["rows_out"] = int(len(out))
     out.attrs.update(df.attrs)
     return out, report

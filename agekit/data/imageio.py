@@ -1,6 +1,7 @@
 """Reading images safely: one function turns any file into an RGB uint8 array or a clear error."""
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageLoadError(f"{path}: not an image file (or an unsupported format)") from None
     except OSError as e:
         raise ImageLoadError(f"{path}: corrupt or truncated image ({e})") from None
+    except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:  # PIL plugins on malformed headers
+        raise ImageLoadError(f"{path}: corrupt image ({type(e).__name__}: {e})") from None
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

@@ -1,19 +1,18 @@
 """Preprocessing shared by training, evaluation and prediction, driven by the model's cfg.
 
-Training decodes every face crop once into a uint8 cache (agekit.data.cache), so augmentation
-runs on small uint8 tensors with torchvision.transforms.v2 instead of timm's PIL pipeline, which
-would decode and resize each JPEG again every epoch on our two CPU cores.
+Training decodes every face crop once into a uint8 cache (agekit.data.cache) and augments whole
+batches (agekit.data.batch_augment) instead of running timm's per-image PIL pipeline, which would
+decode and resize each JPEG again every epoch on our two CPU cores.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from ..models.registry import AgeModelCfg
 
-__all__ = ["resize_crop", "normalize", "build_train_augment", "crops_to_batch"]
+__all__ = ["resize_crop", "normalize", "crops_to_batch"]
 
 
 def resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -36,15 +35,3 @@ def crops_to_batch(crops: list[np.ndarray], cfg: AgeModelCfg) -> torch.Tensor:
     size = cfg.input_size[-1]
     arr = np.stack([resize_crop(c, size) for c in crops])
     return normalize(torch.from_numpy(arr).permute(0, 3, 1, 2), cfg)
-
-
-def build_train_augment(strength: str = "default") -> v2.Transform:
-    """Per-sample augmentation on a (3,H,W) uint8 tensor: flip, small affine jitter, colour."""
-    if strength == "none":
-        return v2.Identity()
-    return v2.Compose([
-        v2.RandomHorizontalFlip(),
-        v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1)),
-        v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        v2.RandomGrayscale(p=0.05),
-    ])

@@ -1,1 +1,27 @@
-"""agekit subpackage."""
+"""Prediction on real photos: detect faces, align them like the training chips, estimate age and gender.
+
+``from agekit import Predictor`` is the usual entry point; the stages are importable on their own.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "Predictor", "ImageResult", "FaceResult", "Detection", "FaceDetector", "DETECTORS", "create_detector",
+    "register_detector", "align_face", "TEMPLATE", "export_onnx", "load_backend", "ModelFileError", "summarize_timings",
+]
+
+_LAZY = {
+    "Predictor": "predictor", "summarize_timings": "predictor", "ImageResult": "results", "FaceResult": "results",
+    "Detection": "detectors", "FaceDetector": "detectors", "DETECTORS": "detectors", "create_detector": "detectors",
+    "register_detector": "detectors", "align_face": "align", "TEMPLATE": "align", "export_onnx": "backends",
+    "load_backend": "backends", "ModelFileError": "backends",
+}
+
+
+def __getattr__(name: str) -> Any:  # lazy, so `agekit.inference.defaults` stays import-cheap for the CLI
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(name)

@@ -31,8 +31,10 @@ class MobileAgeNet(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
+        # MobileNetV3 has a conv head after pooling: its pooled width is head_hidden_size, not num_features
+        feat_dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = AgeGenderHead(
-            self.backbone.num_features, hidden=head_hidden, num_layers=head_layers, dropout=drop_rate,
+            feat_dim, hidden=head_hidden, num_layers=head_layers, dropout=drop_rate,
             age_range=age_range, gender=gender,
         )
 

@@ -51,6 +51,7 @@ class DataSection(_Strict):
 class LossSection(_Strict):
     age: Literal["l1", "mse", "adaptive", "weighted_mse"] = "l1"
     sigma: float = Field(2.0, gt=0)  # adaptive loss
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # classification models (cross-entropy) only
     gender_weight: float = Field(0.2, ge=0)
     lds_kernel: Literal["gaussian", "triang", "laplace"] = "gaussian"
     lds_ks: int = Field(5, ge=1)
@@ -68,6 +69,10 @@ class OptimSection(_Strict):
 class FinetuneSection(_Strict):
     head_epochs: int = Field(1, ge=0)  # stage 1: backbone frozen, head only
     freeze_early_blocks: int = Field(0, ge=0)  # stem + first N blocks stay frozen in stage 2
+    # two_stage: backbone frozen for head_epochs, then trains at lr * backbone_lr_ratio.
+    # F0/F1/F2 (ConvNeXt backbones, agekit.models.freezing): F0 backbone frozen throughout; after head_epochs
+    # warmup epochs F1 unfreezes the last downsampling + stage 4, F2 the whole backbone (at lr * backbone_lr_ratio).
+    regime: Literal["two_stage", "F0", "F1", "F2"] = "two_stage"
 
 
 class TrainerSection(_Strict):

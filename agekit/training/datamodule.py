@@ -9,7 +9,6 @@ from torch.utils.data import DataLoader
 from ..data.cache import build_crop_cache
 from ..data.datasets import FaceCropDataset, resolve_manifest
 from ..data.lds import lds_weights
-from ..data.transforms import build_train_augment
 from ..models.registry import AgeModelCfg
 from .config import TrainConfig
 
@@ -41,7 +40,7 @@ class AgeDataModule(L.LightningDataModule):
         if len(self.idx["train"]) == 0 or len(self.idx["val"]) == 0:
             raise ValueError("the data has no train or no val rows; check the split column / split file")
 
-    def _dataset(self, split: str, augment: bool) -> FaceCropDataset:
+    def _dataset(self, split: str) -> FaceCropDataset:
         idx = self.idx[split]
         sub = self.df.iloc[idx]
         genders = sub["gender"].fillna(-1).to_numpy(dtype=np.int64)
@@ -49,8 +48,8 @@ class AgeDataModule(L.LightningDataModule):
         if split == "train" and self.cfg.loss.age == "weighted_mse":
             l = self.cfg.loss
             weights = lds_weights(sub["age"].to_numpy(), l.lds_kernel, l.lds_ks, l.lds_sigma)
-        aug = build_train_augment(self.cfg.data.augment) if augment else None
-        return FaceCropDataset(self.crops, idx, sub["age"].to_numpy(), genders, weights, aug)
+        # Training batches are augmented after collation by the LightningModule (BatchAugment).
+        return FaceCropDataset(self.crops, idx, sub["age"].to_numpy(), genders, weights)
 
     def _loader(self, ds: FaceCropDataset, shuffle: bool) -> DataLoader:
         w = self.cfg.data.num_workers
@@ -58,10 +57,10 @@ class AgeDataModule(L.LightningDataModule):
                           persistent_workers=w > 0, drop_last=shuffle and len(ds) > self.cfg.data.batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("train", augment=True), shuffle=True)
+        return self._loader(self._dataset("train"), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val", augment=False), shuffle=False)
+        return self._loader(self._dataset("val"), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test", augment=False), shuffle=False)
+        return self._loader(self._dataset("test"), shuffle=False)

@@ -8,6 +8,7 @@ import torch
 from torchmetrics import MeanAbsoluteError
 from torchmetrics.classification import BinaryAccuracy
 
+from ..data.batch_augment import BatchAugment
 from ..data.transforms import normalize
 from ..evaluation.metrics import CumulativeScore
 from ..models import create_model, get_model_cfg
@@ -29,6 +30,7 @@ class AgeModule(L.LightningModule):
         self._early = self.model.early_modules(self.cfg.finetune.freeze_early_blocks) if self.cfg.finetune.freeze_early_blocks else []
         for mod in self._early:
             mod.requires_grad_(False)
+        self.augment = BatchAugment() if self.cfg.data.augment == "default" else None
         k = self.cfg.eval.cs_k
         self.val_mae, self.val_cs, self.val_gacc = MeanAbsoluteError(), CumulativeScore(k), BinaryAccuracy()
         self.test_mae, self.test_cs, self.test_gacc = MeanAbsoluteError(), CumulativeScore(k), BinaryAccuracy()
@@ -54,6 +56,13 @@ class AgeModule(L.LightningModule):
             out2 = self.model(torch.flip(x, dims=[3]))
             out = {k: (v + out2[k]) / 2 for k, v in out.items()}
         return out
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Augment whole training batches at once (see agekit.data.batch_augment for why)."""
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            x, *rest = batch
+            batch = (self.augment(x), *rest)
+        return batch
 
     # -- steps ----------------------------------------------------------------------------------
     def _loss(self, out: dict[str, torch.Tensor], age, gender, weight) -> torch.Tensor:

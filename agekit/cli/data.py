@@ -1,0 +1,165 @@
+"""`agekit data ...`: turn a dataset into a deduplicated, split manifest, and look inside one."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+data_app = typer.Typer(no_args_is_help=True, help="Prepare datasets as manifests (dedup + split) and summarise them.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
+
+
+def _ui():
+    from .main import console, fail  # lazy: main imports this module while it registers sub-apps
+
+    return console, fail
+
+
+def _parse_fracs(text: str, fail) -> tuple[float, float, float]:
+    try:
+        fracs = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        fail(f"--fracs must be three numbers like 0.8,0.1,0.1, got {text!r}")
+    if len(fracs) != 3 or any(f < 0 for f in fracs) or abs(sum(fracs) - 1) > 1e-6:
+        fail(f"--fracs must be three non-negative numbers summing to 1, got {text!r}")
+    return fracs  # type: ignore[return-value]
+
+
+def _message(e: Exception) -> str:
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
+@data_app.command("formats")
+def formats_cmd() -> None:
+    """List the dataset formats `data prepare` can read."""
+    from ..data.adapters import ADAPTERS, _load_all
+
+    console, _ = _ui()
+    _load_all()
+    table = Table("format", "reads")
+    for name in sorted(ADAPTERS):
+        doc = (sys.modules[ADAPTERS[name].__module__].__doc__ or "").strip()
+        table.add_row(name, doc.splitlines()[0] if doc else "")
+    console.print(table)
+
+
+@data_app.command("prepare")
+def prepare_cmd(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="utkface, fgnet, aaf, lagenda or folder (see `agekit data formats`)"),
+    root: Path = typer.Argument(..., metavar="ROOT", help="dataset folder (images root for lagenda/folder)"),
+    out: Path = typer.Option(..., "--out", "-o", help="manifest to write (.csv, or .parquet with pyarrow)"),
+    split: str = typer.Option("default", help="default|random|subject|kfold|none; default = shipped/official split"),
+    seed: int = typer.Option(0, help="seed for random/subject/kfold splits"),
+    fracs: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions"),
+    k: int = typer.Option(5, "--k", help="folds for --split kfold"),
+    dedup: bool = typer.Option(True, "--dedup/--no-dedup", help="remove byte-identical copies before splitting"),
+    conflict: str = typer.Option("drop", help="copies whose labels disagree: drop the group, or median age"),
+    split_out: Optional[Path] = typer.Option(None, help="split file (file,split); default: <out>.split.csv"),
+    labels: Optional[Path] = typer.Option(None, help="label CSV for lagenda/folder (default: the one CSV in ROOT)"),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="lagenda/folder: skip listed images that are missing"),
+) -> None:
+    """Read a dataset, drop duplicate images, split, and write a manifest plus its split file."""
+    from ..data.prepare import check_output, prepare_manifest, write_prepared
+
+    console, fail = _ui()
+    if conflict not in ("drop", "median"):
+        fail(f"--conflict must be drop or median, got {conflict!r}")
+    parsed = _parse_fracs(fracs, fail)
+    try:
+        check_output(out)
+        df, report = prepare_manifest(fmt, root, split=split, seed=seed, fracs=parsed, k=k, dedup=dedup,
+                                      conflict=conflict, labels=labels, allow_missing=allow_missing)
+        written = write_prepared(df, out, root, split_out)
+    except (OSError, ValueError, KeyError) as e:
+        fail(_message(e))
+    _print_report(console, report, written)
+
+
+def _print_report(console, report: dict, written: dict) -> None:
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("format", f"{report['format']} ({report['root']})")
+    t.add_row("rows read", f"{report['rows_read']:,}")
+    d = report.get("dedup")
+    if d:
+        t.add_row("duplicates", f"{d['duplicate_groups']:,} groups of byte-identical images, "
+                                f"{d['conflicting_groups']:,} with conflicting labels (policy: {d['conflict_policy']}); "
+                                f"{d['rows_in']:,} -> {d['rows_out']:,} rows")
+    else:
+        t.add_row("duplicates", "[yellow]not removed (--no-dedup): copies may straddle splits[/]")
+    t.add_row("split", report["split"])
+    if report["split_counts"]:
+        t.add_row("", ", ".join(f"{k}: {v:,}" for k, v in report["split_counts"].items()))
+    t.add_row("rows written", f"{report['rows_out']:,}")
+    for note in report["notes"]:
+        t.add_row("note", note)
+    if report["leaks"]:
+        t.add_row("[bold red]warning[/]", f"{report['leaks']} images (content hash) appear in more than one split")
+    for what, path in written.items():
+        t.add_row(what.replace("_", " "), path)
+    console.print(t)
+
+
+@data_app.command("stats")
+def stats_cmd(
+    manifest: Path = typer.Argument(..., help="manifest .csv or .parquet"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the numbers as JSON"),
+    bin_width: int = typer.Option(5, "--bin", help="age histogram bin width in years (e.g. 5 or 10)"),
+    lds: bool = typer.Option(False, "--lds", help="also report the LDS sample-weight range"),
+) -> None:
+    """Counts per split/source, the age histogram, and gender/race groups of a manifest."""
+    from ..data.manifest import read_manifest
+    from ..data.prepare import parquet_engine
+    from ..data.stats import manifest_stats
+
+    console, fail = _ui()
+    if manifest.suffix == ".parquet" and parquet_engine() is None:
+        fail(f"{manifest}: reading .parquet needs pyarrow, which is not installed (pip install pyarrow)")
+    try:
+        df = read_manifest(manifest, require_age=False)
+        stats = manifest_stats(df, bin_width=bin_width, lds=lds)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(stats, indent=2))
+    _print_stats(console, manifest, stats)
+
+
+def _group(title: str, rows: list[dict]) -> Table:
+    t = Table(title, "rows", "mean age", title_justify="left")
+    for r in rows:
+        t.add_row(r["group"], f"{r['count']:,}", "-" if r["mean_age"] is None else f"{r['mean_age']:.1f}")
+    return t
+
+
+def _print_stats(console, manifest: Path, s: dict) -> None:
+    from rich.columns import Columns
+
+    a = s["age"]
+    console.print(f"[bold]{manifest}[/]: {s['rows']:,} rows; age {a['count']:,} known"
+                  + (f", {a['min']:g}-{a['max']:g}, mean {a['mean']:.1f}, median {a['median']:g}" if a["count"] else "")
+                  + (f", [yellow]{a['missing']:,} missing[/]" if a["missing"] else ""))
+    tables = [_group(name, s[key]) for name, key in (("split", "splits"), ("source", "sources"),
+                                                     ("gender", "gender"), ("race", "race")) if s[key]]
+    console.print(Columns(tables, padding=(0, 3)))
+    hist = s["age_histogram"]
+    if hist:
+        top = max(b["count"] for b in hist) or 1
+        weighted = any("mean_weight" in b for b in hist)
+        h = Table("age", "", "rows", *(["LDS w"] if weighted else []), box=None, title="age histogram", title_justify="left")
+        for b in hist:
+            bar = "█" * int(round(40 * b["count"] / top)) or ("▏" if b["count"] else "")
+            extra = [] if not weighted else ["-" if b.get("mean_weight") is None else f"{b['mean_weight']:.2f}"]
+            h.add_row(f"{b['lo']}-{b['hi'] - 1}", f"[cyan]{bar}[/]", f"{b['count']:,}", *extra)
+        console.print(h)
+    if "lds" in s:
+        l = s["lds"]
+        console.print(f"LDS weights ({l['computed_on']}, {l['rows']:,} rows): {l['min']:.3g} to {l['max']:.3g} "
+                      f"(max/min {l['max_over_min']:.3g}, mean {l['mean']:.3g})")

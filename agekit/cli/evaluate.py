@@ -1,0 +1,55 @@
+"""`agekit eval`: score a model on a labelled split and write a report (logic in agekit.evaluation)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)
+
+
+def eval_cmd(
+    model: Path = typer.Argument(..., help="agekit .safetensors model or exported .onnx"),
+    data: str = typer.Option("utkface", "--data", "-d", help="manifest (CSV/Parquet with a split column) or a dataset name"),
+    split: str = typer.Option("test", help="which split to score"),
+    root: Optional[str] = typer.Option(None, help="dataset folder for a dataset name (utkface: ../shared/data/UTKFace)"),
+    cs_k: float = typer.Option(5, "--cs-k", help="k for CS@k (share within k years)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder (default: runs/eval/MODEL-DATA-SPLIT)"),
+    batch_size: int = typer.Option(128, min=1),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="flip TTA (what training's val/test metrics use)"),
+    backend: Optional[str] = typer.Option(None, help="torch or onnx (default: by file type; onnx on a .safetensors exports it first)"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference"),
+    cache_dir: Path = typer.Option(Path("cache"), help="decode-once crop cache (shared with training)"),
+    n_boot: int = typer.Option(1000, min=10, help="bootstrap resamples for the 95% CIs"),
+    seed: int = typer.Option(0, help="bootstrap / subset seed"),
+    limit: Optional[int] = typer.Option(None, min=1, help="score a random subset of this many images (quick look)"),
+) -> None:
+    """Evaluate MODEL: MAE, CS@k, gender accuracy with 95% bootstrap CIs; per age bin, gender, race."""
+    from ..data.manifest import ManifestError
+    from ..evaluation.evaluate import evaluate
+    from ..evaluation.report import results_table, write_report
+    from ..models.weights import WeightsError
+    from .main import console, fail
+
+    if backend not in (None, "torch", "onnx"):
+        fail(f"unknown backend {backend!r}; use torch or onnx")
+    if not model.is_file():
+        fail(f"model file not found: {model}")
+    out = out or Path("runs/eval") / f"{model.stem}-{Path(data).stem}-{split}"
+    try:
+        with console.status(f"evaluating {model.name} on {data}/{split} ..."):
+            res = evaluate(model, data, split, root, cs_k=cs_k, batch_size=batch_size, tta_flip=tta, backend=backend,
+                           threads=threads, cache_dir=cache_dir, n_boot=n_boot, seed=seed, limit=limit, work_dir=out)
+    except (FileNotFoundError, ValueError, KeyError, ManifestError, WeightsError) as e:
+        fail(str(e).strip("'\""))
+    files = write_report(res, out)
+    for t in results_table(res.results):
+        console.print(t)
+    tm = res.results["model"].get("training_test_metrics")
+    if tm and "test/mae" in tm:
+        console.print(f"training run reported test/mae {tm['test/mae']:.3f}", highlight=False)
+    console.print(f"report: {files['report']}  results: {files['results']}  predictions: {files['predictions']}",
+                  highlight=False)

@@ -1,0 +1,69 @@
+"""`agekit export`: write a deployable file, then prove it matches PyTorch on real crops."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)
+
+
+def export_cmd(
+    model: Path = typer.Argument(..., help="agekit .safetensors model"),
+    format: str = typer.Option("onnx", "--format", "-f", help="export format: onnx, or tflite (needs pip install litert-torch)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output file (default: MODEL with the format's suffix)"),
+    opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18; below 18 uses the TorchScript exporter)"),
+    check_data: Optional[str] = typer.Option(
+        None, "--check-data", help="parity inputs: utkface, a manifest, a folder of face crops, an image, random "
+        "or none (default: utkface when ../shared/data/UTKFace exists, else random)"),
+    root: Optional[str] = typer.Option(None, help="dataset folder when --check-data names a dataset"),
+    n_check: int = typer.Option(64, "--n-check", min=1, help="how many crops to compare"),
+    tolerance: float = typer.Option(0.1, help="max allowed |age difference| in years"),
+    prob_tolerance: float = typer.Option(0.01, help="max allowed |P(female) difference|"),
+    cache_dir: Path = typer.Option(Path("cache"), help="crop cache folder"),
+) -> None:
+    """Export MODEL (ONNX: input 'input' float32 NCHW normalised, outputs 'age', 'gender_logit') and check parity."""
+    from rich.table import Table
+
+    from ..export.exporter import ExportError, export_model, get_format, load_exported
+    from .main import console, fail
+
+    try:
+        fmt = get_format(format)
+    except ExportError as e:
+        fail(str(e))
+    if not model.is_file():
+        fail(f"model file not found: {model}")
+    options = {"opset": opset} if fmt.name == "onnx" else {}
+    try:
+        with console.status(f"exporting {model.name} to {fmt.name} ..."):
+            res = export_model(model, fmt.name, out, **options)
+    except ExportError as e:
+        fail(str(e))
+    except Exception as e:  # noqa: BLE001 - exporter internals raise many types; show one line
+        fail(f"export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    console.print(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB) in {res.seconds:.1f}s", highlight=False)
+    if (check_data or "").lower() == "none" or fmt.runner is None:
+        console.print("[yellow]parity check skipped[/]")
+        return
+    from ..evaluation.runners import TorchAgeModel
+    from ..export.parity import check_parity, parity_inputs
+
+    ref = TorchAgeModel.load(model)
+    try:
+        x, source = parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir, margin=ref.crop_margin)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        fail(f"parity inputs: {str(e).strip(chr(39))}")
+    rep = check_parity(ref, load_exported(res.path, fmt.name), x, source, tolerance, prob_tolerance)
+    t = Table("check", "max |diff|", "mean |diff|", "tolerance", "ok", title=f"parity {fmt.name} vs PyTorch on {source}")
+    t.add_row("age (years)", f"{rep.max_age_diff:.2e}", f"{rep.mean_age_diff:.2e}", f"{tolerance:g}",
+              "yes" if rep.max_age_diff <= tolerance else "[red]NO[/]")
+    t.add_row("P(female)", f"{rep.max_gender_prob_diff:.2e}", "", f"{prob_tolerance:g}",
+              "[red]NO[/]" if rep.max_gender_prob_diff > prob_tolerance else "yes")
+    console.print(t)
+    if not rep.passed:
+        fail(f"parity check failed: the {fmt.name} file differs from PyTorch by up to {rep.max_age_diff:.3g} years / "
+             f"{rep.max_gender_prob_diff:.3g} in P(female) (tolerance {tolerance:g} / {prob_tolerance:g})", code=1)

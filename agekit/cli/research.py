@@ -1,0 +1,197 @@
+"""Research commands: `agekit experiment run|estimate|list|report`, `agekit attention-maps`, `agekit params`,
+`agekit eval-classifier` (logic in agekit.experiments and agekit.training.classification)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+import yaml
+
+experiment_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                             help="Run a paper's ablation grid: every cell x seed trained, then a mean ± std table.")
+
+GRIDS_DIR = Path("configs/experiments")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(experiment_app, name="experiment")
+    app.command("attention-maps")(attention_maps_cmd)
+    app.command("params")(params_cmd)
+    app.command("eval-classifier")(eval_classifier_cmd)
+
+
+def _overrides(items: list[str] | None) -> dict:
+    from ..training.config import ConfigError
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ConfigError(f"--set {it!r} must look like section.key=value")
+        k, v = it.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _cells(cells: str | None) -> list[str] | None:
+    return [c.strip() for c in cells.split(",") if c.strip()] if cells else None
+
+
+@experiment_app.command("run")
+def run_cmd(
+    grid: Path = typer.Argument(..., help="grid YAML, e.g. configs/experiments/attn_mechanisms.yaml"),
+    seeds: int = typer.Option(3, min=1, help="seeds 0..N-1 per cell"),
+    preset: str = typer.Option("auto", help="full (papers' settings, GPU), cpu (shrunk), auto: full if CUDA else cpu"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder [runs/experiments/<grid>/<preset>]"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="section.key=value applied to every cell"),
+    cells: Optional[str] = typer.Option(None, help="comma-separated subset of cells"),
+) -> None:
+    """Train every cell x seed (finished runs with the same config are reused) and write results.md/.json."""
+    from ..experiments.grid import run_grid
+    from ..experiments.report import render_markdown
+    from ..training.config import ConfigError
+    from .main import console, fail
+
+    def progress(run, i, n):
+        console.print(f"[{i + 1}/{n}] {run.cell} seed {run.seed} -> {run.out_dir}", highlight=False)
+
+    try:
+        summary = run_grid(grid, seeds, preset, out, _overrides(set_), _cells(cells), on_run=progress)
+    except ConfigError as e:
+        fail(str(e))
+    console.print(render_markdown(summary), highlight=False)
+
+
+@experiment_app.command("estimate")
+def estimate_cmd(
+    grid: Path = typer.Argument(..., help="grid YAML"),
+    seeds: int = typer.Option(3, min=1),
+    preset: str = typer.Option("auto"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="section.key=value applied to every cell"),
+    cells: Optional[str] = typer.Option(None, help="comma-separated subset of cells"),
+) -> None:
+    """Estimate the grid's wall time on this machine by timing one training step per cell."""
+    from rich.table import Table
+
+    from ..experiments.estimate import RUN_OVERHEAD_S, estimate_grid
+    from ..training.config import ConfigError
+    from .main import console, fail
+
+    try:
+        est = estimate_grid(grid, seeds, preset, _overrides(set_), _cells(cells))
+    except ConfigError as e:
+        fail(str(e))
+    table = Table("cell", "train step (s)", "eval batch (s)", "train imgs", "epochs", "s/run")
+    for r in est["rows"]:
+        spr = r["seconds_per_run"]
+        table.add_row(r["cell"], f"{r['step_first_s']:.3f}/{r['step_last_s']:.3f}", f"{r['eval_batch_s']:.3f}",
+                      str(r.get("train_images", "?")), str(r.get("epochs", "?")), "?" if spr is None else f"{spr:.0f}")
+    console.print(table)
+    console.print(f"{est['grid']} preset {est['preset']}: {seeds} seeds x {len(est['rows'])} cells = "
+                  f"{est['total_seconds'] / 60:.1f} min estimated ({est['threads']} torch threads, "
+                  f"+{RUN_OVERHEAD_S:.0f} s overhead per run)", highlight=False)
+
+
+@experiment_app.command("list")
+def list_cmd(folder: Path = typer.Argument(GRIDS_DIR, help="folder of grid YAMLs")) -> None:
+    """The grids in a folder: name, paper, presets, cells."""
+    from rich.table import Table
+
+    from ..experiments.grid import load_grid
+    from ..training.config import ConfigError
+    from .main import console, fail
+
+    table = Table("file", "paper", "presets", "cells")
+    for p in sorted(q for q in folder.glob("*.yaml") if not q.name.startswith("_")):  # _*.yaml: shared includes
+        try:
+            g = load_grid(p)
+        except ConfigError as e:
+            fail(str(e))
+        table.add_row(str(p), g.paper, ", ".join(g.presets), ", ".join(c.name for c in g.cells))
+    console.print(table)
+
+
+@experiment_app.command("report")
+def report_cmd(folder: Path = typer.Argument(..., help="a grid's output folder (holds results.json)")) -> None:
+    """Re-render results.md from a grid's results.json."""
+    from ..experiments.report import render_markdown
+    from .main import console, fail
+
+    p = folder / "results.json"
+    if not p.is_file():
+        fail(f"no results.json in {folder}")
+    summary = json.loads(p.read_text())
+    (folder / "results.md").write_text(render_markdown(summary))
+    console.print(render_markdown(summary), highlight=False)
+
+
+def attention_maps_cmd(
+    checkpoint: Path = typer.Argument(..., help="model.safetensors from `agekit train`, or a Lightning .ckpt"),
+    images: List[Path] = typer.Argument(..., help="image files or folders (face crops for age models)"),
+    out: Path = typer.Option(Path("runs/attention_maps"), "--out", "-o", help="output folder"),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="heatmap weight in the overlay"),
+) -> None:
+    """Per MHSA block: attention averaged over heads, the mean each token receives, as heatmap + overlay PNGs."""
+    from ..experiments.attention_maps import attention_maps_for_images
+    from ..models.weights import WeightsError
+    from .main import console, fail
+
+    if not checkpoint.is_file():
+        fail(f"checkpoint not found: {checkpoint}")
+    try:
+        written = attention_maps_for_images(checkpoint, images, out, alpha)
+    except (FileNotFoundError, ValueError, WeightsError) as e:
+        fail(str(e))
+    blocks = sorted({w["block"] for w in written})
+    console.print(f"wrote {2 * len(written)} PNGs for {len({w['image'] for w in written})} image(s) x "
+                  f"{len(blocks)} MHSA block(s) to {out}", highlight=False)
+
+
+def params_cmd(
+    names: List[str] = typer.Argument(..., help="registered model names"),
+    kwarg: Optional[List[str]] = typer.Option(None, "--kwarg", "-k", help="model kwarg key=value (YAML value)"),
+) -> None:
+    """Parameter counts of models (built on the meta device: instant, no memory)."""
+    from rich.table import Table
+
+    from ..models import get_model_cfg
+    from ..models.baselines import model_params
+    from .main import console, fail
+
+    kw = {k: v for k, v in _overrides(kwarg).items()}
+    table = Table("model", "task", "input", "params")
+    for n in names:
+        try:
+            cfg = get_model_cfg(n)
+            p = model_params(n, **kw)
+        except (KeyError, TypeError, ValueError) as e:
+            fail(str(e).strip("'\""))
+        table.add_row(n, cfg.task, "x".join(map(str, cfg.input_size[1:])), f"{p:,}")
+    console.print(table)
+
+
+def eval_classifier_cmd(
+    model: Path = typer.Argument(..., help="classifier model.safetensors (or .ckpt)"),
+    data: str = typer.Option(..., "--data", "-d", help="fashion_mnist or cifar100"),
+    root: Optional[str] = typer.Option(None, help="dataset folder (cifar-100-python; Fashion-MNIST defaults to the Debian package)"),
+    split: str = typer.Option("test", help="test, val (held-out 10% of train) or train"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results.json here"),
+    limit: Optional[int] = typer.Option(None, min=1),
+    batch_size: int = typer.Option(256, min=1),
+) -> None:
+    """Top-1 accuracy (95% bootstrap CI), top-5 and per-class top-1 of a classification model."""
+    from ..models.weights import WeightsError
+    from ..training.classification import evaluate_classifier
+    from .main import console, fail
+
+    try:
+        res = evaluate_classifier(str(model), data, root, split, batch_size, limit)
+    except (FileNotFoundError, ValueError, WeightsError) as e:
+        fail(str(e))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(res, indent=2))
+    lo, hi = res["top1_ci95"]
+    console.print(f"{res['model_name']} on {data}/{split} (n={res['n']}): top-1 {100 * res['top1']:.2f}% "
+                  f"[{100 * lo:.2f}, {100 * hi:.2f}], top-5 {100 * res['top5']:.2f}%", highlight=False)

@@ -1,0 +1,176 @@
+"""Score a model on a labelled split: predictions per image, then metrics with bootstrap CIs.
+
+Crops come from :func:`agekit.data.cache.build_crop_cache` over the whole table at the model's input
+size, exactly as the training data module builds them, so the UTKFace test numbers here match the
+training run's (and reuse its cache instead of decoding 23k JPEGs again).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..data.adapters import ADAPTERS, get_adapter
+from ..data.cache import build_crop_cache
+from ..data.datasets import resolve_manifest
+from ..data.manifest import read_manifest
+from ..data.transforms import normalize
+from .metrics import AGE_BIN_EDGES, age_bin_labels, estimate
+from .runners import AgeRunner, Backend, load_runner
+
+__all__ = ["EvalResult", "default_root", "load_eval_table", "predict_split", "summarize", "evaluate", "GENDER_NAMES"]
+
+GENDER_NAMES = {0: "male", 1: "female"}
+
+
+def default_root(dataset: str) -> str | None:
+    """Where a named dataset lives by default (UTKFace: ``$AGEKIT_UTKFACE`` or ``../shared/data/UTKFace``)."""
+    if dataset == "utkface":
+        return os.environ.get("AGEKIT_UTKFACE", "../shared/data/UTKFace")
+    return None
+
+
+def load_eval_table(data: str | Path, root: str | Path | None = None) -> tuple[pd.DataFrame, str]:
+    """(manifest with a split column, short data name) for a manifest path or a dataset name."""
+    data = str(data)
+    p = Path(data)
+    if p.suffix.lower() in (".csv", ".parquet") or p.is_file():
+        df = read_manifest(p)
+        if "split" not in df.columns:
+            raise ValueError(f"manifest {p} has no split column; add one (e.g. `agekit data prepare --split ...`)")
+        return df, p.stem
+    get_adapter(data)  # raises with the list of known names
+    root = root or default_root(data)
+    if root is None:
+        raise ValueError(f"dataset {data!r} needs --root (known datasets: {', '.join(sorted(ADAPTERS))})")
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"{data} folder not found: {root} (pass --root)")
+    return resolve_manifest(data, str(root), None, "default"), data
+
+
+def predict_split(runner: AgeRunner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
+                  tta_flip: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """(age, P(female) or NaN, seconds) for ``crops[index]`` through the runner."""
+    import torch
+
+    ages, probs = [], []
+    t0 = time.perf_counter()
+    for start in range(0, len(index), batch_size):
+        idx = index[start:start + batch_size]
+        x = normalize(torch.from_numpy(np.asarray(crops[idx])).permute(0, 3, 1, 2), runner.cfg).numpy()
+        out = runner.predict(x, tta_flip=tta_flip)
+        ages.append(out["age"])
+        probs.append(out.get("gender_prob", np.full(len(idx), np.nan)))
+    seconds = time.perf_counter() - t0
+    if not ages:
+        return np.zeros(0), np.zeros(0), seconds
+    return np.concatenate(ages).astype(np.float64), np.concatenate(probs).astype(np.float64), seconds
+
+
+def _group_rows(pred: pd.DataFrame, col: str, order: list[str], n_boot: int, seed: int, k: float) -> list[dict]:
+    rows = []
+    for g in order:
+        sub = pred[pred[col] == g]
+        if len(sub) == 0:
+            continue
+        err = (sub["pred"] - sub["age"]).to_numpy(dtype=np.float64)
+        known = sub["gender"].notna() & sub["gender_prob"].notna()
+        correct = ((sub.loc[known, "gender_prob"] > 0.5) == (sub.loc[known, "gender"] == 1)).to_numpy(dtype=np.float64)
+        rows.append({
+            "group": g, "n": int(len(sub)),
+            "mae": estimate(np.abs(err), n_boot=n_boot, seed=seed).to_dict(),
+            "bias": float(err.mean()),
+            "cs": float(np.mean(np.abs(err) <= k)),
+            "gender_acc": float(correct.mean()) if len(correct) else None,
+        })
+    return rows
+
+
+def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Metrics with 95% percentile-bootstrap CIs from a predictions table.
+
+    ``pred`` needs columns age, pred, gender (0/1/NA), gender_prob (P(female)) and optionally race.
+    Works from the table alone, so a saved predictions.csv can be re-scored later.
+    """
+    err = (pred["pred"] - pred["age"]).to_numpy(dtype=np.float64)
+    known = (pred["gender"].notna() & pred["gender_prob"].notna()).to_numpy()
+    correct = ((pred["gender_prob"][known] > 0.5) == (pred["gender"][known] == 1)).to_numpy(dtype=np.float64)
+    metrics = {
+        "mae": estimate(np.abs(err), n_boot=n_boot, seed=seed).to_dict(),
+        "cs": {"k": cs_k, **estimate((np.abs(err) <= cs_k).astype(np.float64), n_boot=n_boot, seed=seed).to_dict()},
+        "gender_acc": estimate(correct, n_boot=n_boot, seed=seed).to_dict() if len(correct) else None,
+        "bias": estimate(err, n_boot=n_boot, seed=seed).to_dict(),
+    }
+    pred = pred.assign(age_bin=age_bin_labels(pred["age"].to_numpy()),
+                       gender_name=pred["gender"].map(GENDER_NAMES).astype(object))
+    bins = [f"{a}-{b - 1}" for a, b in zip(AGE_BIN_EDGES[:-1], AGE_BIN_EDGES[1:])] + [f"{AGE_BIN_EDGES[-1]}+"]
+    out = {"metrics": metrics,
+           "by_age_bin": _group_rows(pred, "age_bin", bins, n_boot, seed, cs_k),
+           "by_gender": _group_rows(pred, "gender_name", list(GENDER_NAMES.values()), n_boot, seed, cs_k),
+           "by_race": []}
+    if "race" in pred.columns and pred["race"].notna().any():
+        races = sorted(str(r) for r in pred["race"].dropna().unique())
+        out["by_race"] = _group_rows(pred.assign(race=pred["race"].astype(object)), "race", races, n_boot, seed, cs_k)
+    return out
+
+
+@dataclass
+class EvalResult:
+    """``predictions``: one row per scored image; ``results``: everything that goes into results.json."""
+
+    predictions: pd.DataFrame
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test", root: str | Path | None = None,
+             cs_k: float = 5, batch_size: int = 128, tta_flip: bool = True, backend: Backend | None = None,
+             threads: int | None = None, cache_dir: str | Path = "cache", n_boot: int = 1000, seed: int = 0,
+             limit: int | None = None, work_dir: str | Path | None = None) -> EvalResult:
+    """Run ``model`` (.safetensors or .onnx) on ``split`` of ``data`` and score it.
+
+    ``limit`` keeps a seeded random subset of the split (quick looks; not for reported numbers).
+    """
+    runner, model_info = load_runner(model, backend, threads, work_dir)
+    df, data_name = load_eval_table(data, root)
+    splits = sorted(df["split"].dropna().unique())
+    if split not in splits:
+        raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
+    size = runner.cfg.input_size[-1]
+    crops, ok, errors = build_crop_cache(df, size, cache_dir, margin=runner.crop_margin)
+    in_split = (df["split"] == split).to_numpy()
+    index = np.flatnonzero(in_split & ok)
+    if limit is not None and limit < len(index):
+        index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+    if len(index) == 0:
+        raise ValueError(f"split {split!r} has no readable images")
+    age_pred, prob, seconds = predict_split(runner, crops, index, batch_size, tta_flip)
+    sub = df.iloc[index]
+    pred = pd.DataFrame({
+        "path": sub["path"].to_numpy(), "age": sub["age"].to_numpy(dtype=np.float64), "pred": age_pred,
+        "gender": sub["gender"].to_numpy(), "gender_prob": prob, "race": sub["race"].to_numpy(),
+    })
+    pred["gender"] = pred["gender"].astype("Int64")
+    from .. import __version__
+
+    results = {
+        "agekit_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {**model_info, "input_size": list(runner.cfg.input_size), "tta_flip": tta_flip},
+        "data": {"data": str(data), "name": data_name, "split": split, "n": int(len(index)),
+                 "n_split": int(in_split.sum()), "n_unreadable": int((in_split & ~ok).sum()),
+                 "crop_margin": runner.crop_margin, "limit": limit},
+        "settings": {"cs_k": cs_k, "n_boot": n_boot, "seed": seed, "ci": "95% percentile bootstrap",
+                     "batch_size": batch_size},
+        **summarize(pred, cs_k, n_boot, seed),
+        "timing": {"seconds": seconds, "images_per_s": len(index) * (2 if tta_flip else 1) / max(seconds, 1e-9),
+                   "note": "forward passes per second (TTA doubles them)"},
+    }
+    if errors:
+        results["data"]["unreadable_examples"] = errors[:5]
+    return EvalResult(pred, results)

@@ -1,0 +1,103 @@
+"""Writing an evaluation to disk (results.json, report.md, predictions.csv, PNG plots) and to the terminal."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from .evaluate import EvalResult
+from .plots import plot_mae_by_group, plot_scatter
+
+__all__ = ["write_report", "results_table", "markdown_report"]
+
+
+def _ci(e: dict[str, Any] | None, pct: bool = False, digits: int = 2) -> tuple[str, str]:
+    if not e:
+        return "-", "-"
+    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.{digits}f}")
+    return f(e["value"]), f"[{f(e['ci_low'])}, {f(e['ci_high'])}]"
+
+
+def _overall_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    m = r["metrics"]
+    rows = []
+    for label, key, pct in (("MAE (years)", "mae", False), (f"CS@{m['cs']['k']:g}", "cs", True),
+                            ("gender accuracy", "gender_acc", True), ("bias, pred - true (years)", "bias", False)):
+        v, ci = _ci(m.get(key), pct)
+        rows.append((label, v, ci, str(m[key]["n"]) if m.get(key) else "0"))
+    return rows
+
+
+def _group_lines(groups: list[dict[str, Any]], k: float) -> list[str]:
+    lines = [f"| group | n | MAE | 95% CI | bias | CS@{k:g} | gender acc |", "|---|---:|---:|---|---:|---:|---:|"]
+    for g in groups:
+        v, ci = _ci(g["mae"])
+        gacc = "-" if g["gender_acc"] is None else f"{100 * g['gender_acc']:.1f}%"
+        lines.append(f"| {g['group']} | {g['n']} | {v} | {ci} | {g['bias']:+.2f} | {100 * g['cs']:.1f}% | {gacc} |")
+    return lines
+
+
+def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
+    m, d, k = r["model"], r["data"], r["metrics"]["cs"]["k"]
+    lines = [f"# Evaluation: {m.get('model_name', '')} on {d['name']} / {d['split']}", "",
+             f"- model: `{m['path']}` (backend {m['backend']}, input {'x'.join(map(str, m['input_size'][1:]))}, "
+             f"flip TTA {'on' if m['tta_flip'] else 'off'})",
+             f"- data: `{d['data']}`, split `{d['split']}`: {d['n']} images scored"
+             + (f", {d['n_unreadable']} unreadable skipped" if d["n_unreadable"] else "")
+             + (f" (random subset of {d['limit']})" if d.get("limit") else ""),
+             f"- intervals: {r['settings']['ci']} ({r['settings']['n_boot']} resamples, seed {r['settings']['seed']})",
+             f"- agekit {r['agekit_version']}, {r['created']}", "",
+             "## Overall", "", "| metric | value | 95% CI | n |", "|---|---:|---|---:|"]
+    lines += [f"| {a} | {b} | {c} | {n} |" for a, b, c, n in _overall_rows(r)]
+    if m.get("training_test_metrics"):
+        t = m["training_test_metrics"]
+        lines += ["", "Training run's own test metrics (from the weights file): "
+                  + ", ".join(f"{key} = {val:.4g}" for key, val in t.items() if isinstance(val, (int, float)))]
+    for title, key in (("By age (true age bin)", "by_age_bin"), ("By gender", "by_gender"), ("By race", "by_race")):
+        if r.get(key):
+            lines += ["", f"## {title}", "", *_group_lines(r[key], k)]
+    lines += ["", "## Plots", ""]
+    for name in ("scatter", "mae_by_age"):
+        if name in files:
+            lines.append(f"![{name}]({Path(files[name]).name})")
+    lines += ["", f"Per-image predictions: `{Path(files['predictions']).name}` (path, age, pred, gender, gender_prob, race).", ""]
+    return "\n".join(lines)
+
+
+def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, str]:
+    """Write all artefacts into ``out_dir``; returns their paths by name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    r = result.results
+    files = {"predictions": str(out / "predictions.csv"), "results": str(out / "results.json"),
+             "report": str(out / "report.md")}
+    result.predictions.to_csv(files["predictions"], index=False)
+    files["scatter"] = str(plot_scatter(result.predictions, out / "scatter.png",
+                                        f"{r['model'].get('model_name', '')} on {r['data']['name']}/{r['data']['split']}"))
+    if r["by_age_bin"]:
+        files["mae_by_age"] = str(plot_mae_by_group(r["by_age_bin"], out / "mae_by_age.png"))
+    r["files"] = {k: Path(v).name for k, v in files.items()}
+    Path(files["results"]).write_text(json.dumps(r, indent=2, default=str))
+    Path(files["report"]).write_text(markdown_report(r, files))
+    return files
+
+
+def results_table(r: dict[str, Any]) -> list[Table]:
+    """Rich tables: overall metrics, then MAE per age bin / gender / race."""
+    m, d = r["model"], r["data"]
+    overall = Table("metric", "value", "95% CI", "n",
+                    title=f"{m.get('model_name', '')} [{m['backend']}] on {d['name']}/{d['split']} (n={d['n']})")
+    for row in _overall_rows(r):
+        overall.add_row(*row)
+    tables = [overall]
+    for title, key in (("by true age", "by_age_bin"), ("by gender", "by_gender"), ("by race", "by_race")):
+        if not r.get(key):
+            continue
+        t = Table("group", "n", "MAE", "95% CI", "bias", title=f"MAE {title}")
+        for g in r[key]:
+            v, ci = _ci(g["mae"])
+            t.add_row(g["group"], str(g["n"]), v, ci, f"{g['bias']:+.2f}")
+        tables.append(t)
+    return tables

@@ -1,0 +1,128 @@
+"""Estimate a grid's wall time before running it, from a timed training step per cell.
+
+For each cell: build its module, time a training step (forward + backward + AdamW) on a random batch
+of the configured size in each freezing phase (frozen backbone is cheaper), and an eval forward; then
+
+    run time = epochs x (train batches x step time + val batches x eval time) + test batches x eval time
+               + a fixed per-run overhead (Lightning setup, data loading, export; measured ~5-15 s here)
+
+and grid time = runs x run time. It measures this machine under its current load, so it is an estimate
+for the same conditions; it does not include building the UTKFace crop cache (done once, then reused).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .grid import RunSpec, expand_grid, load_grid, resolve_preset
+
+__all__ = ["estimate_grid", "RUN_OVERHEAD_S"]
+
+RUN_OVERHEAD_S = 12.0
+_CLS_SIZES = {"fashion_mnist": (60000, 10000), "cifar100": (50000, 10000)}  # official train / test sizes
+
+
+def _split_sizes(run: RunSpec) -> tuple[int | None, int | None, int | None]:
+    d = run.config.data
+    if d.dataset in _CLS_SIZES:
+        from ..training.classification import VAL_FRACTION
+
+        n_tr, n_te = _CLS_SIZES[d.dataset]
+        sizes = [round(n_tr * (1 - VAL_FRACTION)), round(n_tr * VAL_FRACTION), n_te]
+    else:
+        sizes = [None, None, None]
+        try:  # age data: count the split rows (UTKFace: the shipped split)
+            from ..data.datasets import resolve_manifest
+
+            df = resolve_manifest(d.dataset, d.root, d.manifest, d.split_file, seed=run.config.trainer.seed)
+            sizes = [int((df["split"] == s).sum()) for s in ("train", "val", "test")]
+        except Exception:  # noqa: BLE001 - data not present: fall back to the limits
+            pass
+    limits = [d.limit_train, d.limit_val, d.limit_val]
+    return tuple(l if n is None else (n if l is None else min(n, l)) for n, l in zip(sizes, limits))  # type: ignore
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, lazy init)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _time_cell(run: RunSpec, repeats: int) -> dict[str, float]:
+    from ..models.freezing import FreezingRegime
+    from ..training.callbacks import TwoStageFinetuning
+    from ..training.runner import _module_cls, _offline, task_of
+
+    cfg = run.config
+    task = task_of(cfg)
+    if task == "classification":
+        from ..training.classification import with_num_classes
+
+        cfg = with_num_classes(cfg)
+    module = _module_cls(task)(_offline(cfg.model_dump()))
+    if cfg.trainer.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    bs, size = cfg.data.batch_size, module.model_cfg.input_size[-1]
+    x = torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8)
+    if task == "classification":
+        y = torch.randint(0, cfg.model.kwargs["num_classes"], (bs,))
+        loss_fn = lambda: module._loss(module(x)["logits"], y)  # noqa: E731
+    else:
+        age, gender, w = torch.rand(bs) * 80, torch.randint(0, 2, (bs,)), torch.ones(bs)
+        loss_fn = lambda: module._loss(module(x), age, gender, w)  # noqa: E731
+    opt = torch.optim.AdamW([p for p in module.parameters()], lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+
+    ft = cfg.finetune
+    cb = TwoStageFinetuning(ft.head_epochs) if ft.regime == "two_stage" else FreezingRegime(ft.regime, ft.head_epochs)
+    module.train()
+    cb.freeze_before_training(module)
+    t_first = _time(step, repeats)
+    cb.finetune_function(module, cfg.trainer.max_epochs - 1, opt)
+    t_last = _time(step, repeats)
+    module.eval()
+    tta = task == "age" and cfg.eval.tta_flip
+    with torch.no_grad():
+        t_eval = _time(lambda: module(x, tta_flip=True) if tta else module(x), repeats)
+    epochs = cfg.trainer.max_epochs
+    first_epochs = epochs if ft.regime == "F0" else min(ft.head_epochs, epochs)
+    return {"step_first_s": t_first, "step_last_s": t_last, "eval_batch_s": t_eval, "first_epochs": first_epochs}
+
+
+def estimate_grid(path: str | Path, seeds: int = 3, preset: str = "auto", overrides: dict[str, Any] | None = None,
+                  cells: list[str] | None = None, repeats: int = 2) -> dict[str, Any]:
+    grid = load_grid(path)
+    preset = resolve_preset(grid, preset)
+    runs = expand_grid(grid, preset, [0], "/tmp/agekit-estimate", overrides, cells)
+    rows, total = [], 0.0
+    for run in runs:
+        t = _time_cell(run, repeats)
+        n_tr, n_val, n_te = _split_sizes(run)
+        c = run.config
+        if n_tr is None:
+            rows.append({"cell": run.cell, **t, "seconds_per_run": None, "note": "data size unknown"})
+            continue
+        bs, epochs = c.data.batch_size, c.trainer.max_epochs
+        tb = n_tr // bs if n_tr > bs else 1  # drop_last
+        ltb = c.trainer.limit_train_batches
+        tb = min(tb, ltb) if isinstance(ltb, int) and ltb > 1 else max(1, int(tb * float(ltb)))
+        vb, teb = math.ceil(n_val / bs), math.ceil(n_te / bs)
+        train_s = t["first_epochs"] * tb * t["step_first_s"] + (epochs - t["first_epochs"]) * tb * t["step_last_s"]
+        per_run = train_s + epochs * vb * t["eval_batch_s"] + teb * t["eval_batch_s"] + RUN_OVERHEAD_S
+        total += per_run * seeds
+        rows.append({"cell": run.cell, **t, "train_images": n_tr, "val_images": n_val, "test_images": n_te,
+                     "epochs": epochs, "seconds_per_run": per_run})
+    return {"grid": grid.name, "preset": preset, "seeds": seeds, "threads": torch.get_num_threads(), "rows": rows,
+            "total_seconds": total}

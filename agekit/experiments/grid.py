@@ -1,0 +1,230 @@
+"""Experiment grids: a base training config + cells (sets of overrides), each cell x seed trained by the
+normal runner, then one table of mean ± std per cell.
+
+A grid file (``configs/experiments/*.yaml``)::
+
+    name: attn_mechanisms
+    description: ...
+    baseline: none            # the cell that "params added" is measured against (default: the first)
+    base: {model: ..., data: ..., optim: ..., trainer: ...}   # a TrainConfig, shared by every cell
+    presets:                  # dotted-key overrides on top of base, chosen with --preset
+      full: {trainer.max_epochs: 100, ...}
+      cpu: {data.limit_train: 4000, ...}
+    include: _attention_base.yaml   # optional: a file with shared base/presets, merged under this one
+    cells:
+      - name: mhsa
+        set: {model.kwargs.mechanism: mhsa}
+        presets: {cpu: {...}}  # optional per-cell, per-preset overrides
+
+Order of application: base -> preset -> cell ``set`` -> cell preset -> command-line ``--set`` -> seed/out_dir.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..training.config import ConfigError, TrainConfig
+
+__all__ = ["GridSpec", "CellSpec", "RunSpec", "load_grid", "expand_grid", "run_grid", "set_dotted", "resolve_preset",
+           "DEFAULT_OUT"]
+
+DEFAULT_OUT = Path("runs/experiments")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class CellSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")  # also a folder name
+    description: str = ""
+    set: dict[str, Any] = Field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class GridSpec(_Strict):
+    name: str
+    description: str = ""
+    paper: str = ""
+    baseline: str | None = None
+    base: dict[str, Any] = Field(default_factory=dict)
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    cells: list[CellSpec]
+
+    @model_validator(mode="after")
+    def _check(self) -> "GridSpec":
+        names = [c.name for c in self.cells]
+        if len(set(names)) != len(names):
+            raise ValueError("cell names must be unique")
+        if not names:
+            raise ValueError("a grid needs at least one cell")
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not a cell")
+        for c in self.cells:
+            unknown = set(c.presets) - set(self.presets)
+            if unknown:
+                raise ValueError(f"cell {c.name}: preset(s) {sorted(unknown)} are not defined at the top level")
+        return self
+
+    @property
+    def baseline_cell(self) -> str:
+        return self.baseline or self.cells[0].name
+
+
+@dataclass
+class RunSpec:
+    cell: str
+    seed: int
+    config: TrainConfig
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config.trainer.out_dir)
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        if isinstance(raw, dict) and "include" in raw:  # shared base/presets of a paper's grids
+            inc = path.parent / raw.pop("include")
+            if not inc.is_file():
+                raise ConfigError(f"grid file {path}: included file not found: {inc}")
+            raw = _deep_merge(yaml.safe_load(inc.read_text()) or {}, raw)
+        return GridSpec.model_validate(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"grid file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"grid file {path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """``b`` over ``a``, merging nested mappings (an included file's base/presets, then the grid's own)."""
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """``raw["a"]["b"]["c"] = value`` for ``key="a.b.c"``, creating sections as needed."""
+    node = raw
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {key!r}: {p} is not a section")
+        node = nxt
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def resolve_preset(grid: GridSpec, preset: str) -> str:
+    """'auto' -> 'full' when a CUDA GPU is present, else 'cpu' (when the grid defines them)."""
+    if preset == "auto":
+        import torch
+
+        preset = "full" if torch.cuda.is_available() else "cpu"
+    if grid.presets and preset not in grid.presets:
+        raise ConfigError(f"grid {grid.name} has no preset {preset!r}; it has {', '.join(grid.presets)}")
+    return preset
+
+
+def expand_grid(grid: GridSpec, preset: str, seeds: list[int], out_dir: str | Path,
+                overrides: dict[str, Any] | None = None, cells: list[str] | None = None) -> list[RunSpec]:
+    """Every (cell, seed) as a validated TrainConfig, its out_dir ``out_dir/<cell>/seed<k>``."""
+    if cells:
+        unknown = set(cells) - {c.name for c in grid.cells}
+        if unknown:
+            raise ConfigError(f"grid {grid.name} has no cell(s) {sorted(unknown)}")
+    runs = []
+    for cell in grid.cells:
+        if cells and cell.name not in cells:
+            continue
+        raw = copy.deepcopy(grid.base)
+        for layer in (grid.presets.get(preset, {}), cell.set, cell.presets.get(preset, {}), overrides or {}):
+            for k, v in layer.items():
+                set_dotted(raw, k, v)
+        for seed in seeds:
+            r = copy.deepcopy(raw)
+            set_dotted(r, "trainer.seed", seed)
+            set_dotted(r, "trainer.out_dir", str(Path(out_dir) / cell.name / f"seed{seed}"))
+            r.setdefault("trainer", {}).setdefault("progress", "none")
+            try:
+                cfg = TrainConfig.model_validate(r)
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise ConfigError(f"grid {grid.name}, cell {cell.name}: config key "
+                                  f"'{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+            runs.append(RunSpec(cell.name, seed, cfg))
+    return runs
+
+
+def _completed(run: RunSpec) -> dict[str, Any] | None:
+    """The results of an identical finished run (same config), so a rerun of a grid skips it."""
+    res, conf = run.out_dir / "results.json", run.out_dir / "config.json"
+    if not (res.is_file() and conf.is_file()):
+        return None
+    from ..training.runner import task_of
+
+    cfg = run.config
+    if task_of(cfg) == "classification":
+        from ..training.classification import with_num_classes
+
+        cfg = with_num_classes(cfg)
+    if json.loads(conf.read_text()) != json.loads(cfg.model_dump_json()):
+        return None
+    return json.loads(res.read_text())
+
+
+def _gates(model_file: str | None) -> dict[str, float]:
+    if not model_file or not Path(model_file).is_file():
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(model_file, framework="pt") as f:
+        return {k: float(f.get_tensor(k).float().item()) for k in f.keys()
+                if k.endswith("gate") and f.get_slice(k).get_shape() in ([], [1])}
+
+
+def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto", out: str | Path | None = None,
+             overrides: dict[str, Any] | None = None, cells: list[str] | None = None,
+             on_run: Callable[[RunSpec, int, int], None] | None = None) -> dict[str, Any]:
+    """Train every cell x seed (skipping runs already finished with the same config) and write the tables.
+
+    Returns the summary (also written as ``results.json`` and ``results.md`` in the output folder).
+    """
+    from ..training.runner import train
+    from .report import summarize, write_tables
+
+    grid = load_grid(path)
+    preset = resolve_preset(grid, preset)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    out = Path(out) if out is not None else DEFAULT_OUT / grid.name / preset
+    runs = expand_grid(grid, preset, seed_list, out, overrides, cells)
+    records = []
+    for i, run in enumerate(runs):
+        if on_run is not None:
+            on_run(run, i, len(runs))
+        res = _completed(run)
+        timing = run.out_dir / "grid_run.json"
+        if res is None:
+            t0 = time.time()
+            res = train(run.config)
+            timing.write_text(json.dumps({"seconds": time.time() - t0}))
+        seconds = json.loads(timing.read_text()).get("seconds") if timing.is_file() else None
+        records.append({"cell": run.cell, "seed": run.seed, "out_dir": str(run.out_dir), "results": res,
+                        "gates": _gates(res.get("model_file")), "seconds": seconds,
+                        "config": json.loads(run.config.model_dump_json())})
+    summary = summarize(grid, preset, records)
+    write_tables(summary, out)
+    return summary

@@ -1,0 +1,114 @@
+"""Grid results -> one row per cell: mean ± std over seeds, parameter counts, final gate values."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["summarize", "write_tables", "render_markdown", "cell_params", "METRICS"]
+
+# task -> (test metric key, best-val key, label, scale for display, better)
+METRICS = {
+    "age": ("test/mae", "best_val_mae", "MAE (years)", 1.0, "lower"),
+    "classification": ("test/acc", "best_val_acc", "top-1 (%)", 100.0, "higher"),
+}
+
+
+def cell_params(config: dict[str, Any]) -> int:
+    """Total parameters of the cell's model (meta-device build, exactly what trained)."""
+    from ..models.baselines import model_params
+    from ..training.config import TrainConfig
+    from ..training.runner import task_of
+
+    cfg = TrainConfig.model_validate(config)
+    if task_of(cfg) == "classification":
+        from ..training.classification import with_num_classes
+
+        cfg = with_num_classes(cfg)
+    return model_params(cfg.model.name, **cfg.model.kwargs)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def summarize(grid, preset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    from ..training.runner import task_of
+
+    cells: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        c = cells.setdefault(rec["cell"], {"cell": rec["cell"], "runs": []})
+        c["runs"].append(rec)
+    rows = []
+    for name, c in cells.items():
+        first = c["runs"][0]["config"]
+        task = task_of(first)
+        key, vkey, _, scale, _ = METRICS[task]
+        test = [r["results"].get("test", {}).get(key) for r in c["runs"]]
+        val = [r["results"].get(vkey) for r in c["runs"]]
+        gates: dict[str, list[float]] = {}
+        for r in c["runs"]:
+            for g, v in r["gates"].items():
+                gates.setdefault(g, []).append(v)
+        m, s = _mean_std([None if t is None else t * scale for t in test])
+        vm, vs = _mean_std([None if v is None else v * scale for v in val])
+        secs = [r["seconds"] for r in c["runs"] if r["seconds"] is not None]
+        rows.append({
+            "cell": name, "model": first["model"]["name"], "model_kwargs": first["model"]["kwargs"], "task": task,
+            "metric": key, "n_seeds": len(c["runs"]), "mean": m, "std": s, "val_mean": vm, "val_std": vs,
+            "per_seed": {r["seed"]: (None if t is None else t * scale) for r, t in zip(c["runs"], test)},
+            "params": cell_params(first),
+            "gates": {g: {"mean": _mean_std(v)[0], "std": _mean_std(v)[1], "per_seed": v} for g, v in gates.items()},
+            "seconds_per_run": float(np.mean(secs)) if secs else None,
+            "run_dirs": [r["out_dir"] for r in c["runs"]],
+        })
+    base = next((r for r in rows if r["cell"] == grid.baseline_cell), rows[0])
+    for r in rows:
+        r["params_added"] = r["params"] - base["params"]
+    return {"grid": grid.name, "description": grid.description, "paper": grid.paper, "preset": preset,
+            "baseline": base["cell"], "seeds": sorted({rec["seed"] for rec in records}), "rows": rows}
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if abs(n) >= 1e5 else f"{n / 1e3:.1f}K" if abs(n) >= 1e3 else str(n)
+
+
+def _pm(m: float, s: float, digits: int) -> str:
+    return "n/a" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    rows = summary["rows"]
+    tasks = {r["task"] for r in rows}
+    label = " / ".join(METRICS[t][2] for t in sorted(tasks))
+    better = " / ".join(METRICS[t][4] for t in sorted(tasks))
+    lines = [f"# {summary['grid']} (preset `{summary['preset']}`, seeds {summary['seeds']})", ""]
+    if summary["description"]:
+        lines += [summary["description"].strip(), ""]
+    lines += [f"Test {label}, {better} is better: mean ± sample std (ddof=1) over seeds; the checkpoint of each run "
+              f"is the best on validation. Params added are relative to `{summary['baseline']}`.", ""]
+    lines.append(f"| cell | model | test {label} | val {label} | params | params added | final gates | s/run |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        d = 2
+        gates = ", ".join(f"{g.removesuffix('.gate')}={v['mean']:.3f}" for g, v in r["gates"].items()) or "–"
+        secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "–"
+        added = ("+" if r["params_added"] > 0 else "") + _fmt_params(r["params_added"]) if r["params_added"] else "0"
+        lines.append(f"| {r['cell']} | {r['model']} | {_pm(r['mean'], r['std'], d)} | {_pm(r['val_mean'], r['val_std'], d)} "
+                     f"| {_fmt_params(r['params'])} | {added} | {gates} | {secs} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(summary: dict[str, Any], out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "markdown": out / "results.md"}
+    paths["json"].write_text(json.dumps(summary, indent=2, default=str))
+    paths["markdown"].write_text(render_markdown(summary))
+    return paths

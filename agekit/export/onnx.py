@@ -1,0 +1,178 @@
+"""ONNX export of agekit models and a runner for the exported files.
+
+The exported graph takes ``input`` (float32 NCHW, RGB, normalised with the model's mean/std, any
+batch size) and returns ``age`` (years) and ``gender_logit`` (> 0 means female). Everything needed
+to feed it (input size, mean, std, age range, crop margin) is written into the file's
+``metadata_props``, so an ``.onnx`` file is usable without agekit's model registry.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.registry import AgeModelCfg, get_model_cfg, is_model
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAMES", "DEFAULT_OPSET", "export_onnx", "onnx_metadata", "read_onnx_metadata",
+           "cfg_from_metadata", "OnnxAgeModel", "flip_tta"]
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("age", "gender_logit")
+DEFAULT_OPSET = 18  # the torch.export-based exporter's lowest native opset
+METADATA_VERSION = "1"
+
+
+def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """String key/values for ``metadata_props``: what a runtime needs to preprocess and read outputs."""
+    meta = dict(meta or {})
+    kwargs = meta.get("model_kwargs") or {}
+    age_range = kwargs.get("age_range", cfg.age_range)
+    margin = ((meta.get("train_config") or {}).get("data") or {}).get("crop_margin", 0.4)
+    from .. import __version__
+
+    full_cfg = {**cfg.to_dict(), "age_range": list(age_range)}
+    out = {
+        "agekit_metadata_version": METADATA_VERSION,
+        "agekit_cfg": json.dumps(full_cfg, default=str),  # the whole AgeModelCfg, as agekit.inference reads it
+        "agekit_version": __version__,
+        "model_name": cfg.name,
+        "family": cfg.family,
+        "input_size": json.dumps(list(cfg.input_size)),
+        "mean": json.dumps(list(cfg.mean)),
+        "std": json.dumps(list(cfg.std)),
+        "age_range": json.dumps(list(age_range)),
+        "crop_margin": json.dumps(margin),
+        "input_format": "float32 NCHW RGB, x = (pixel/255 - mean) / std, face crop resized to input_size",
+        "outputs": "age: years (B,); gender_logit: (B,), sigmoid = P(female)",
+    }
+    for key in ("val_mae", "epoch"):
+        if meta.get(key) is not None:
+            out[key] = json.dumps(meta[key])
+    return out
+
+
+def _output_names(model: nn.Module, x: torch.Tensor) -> list[str]:
+    with torch.inference_mode():
+        keys = list(model(x).keys())
+    unknown = [k for k in keys if k not in OUTPUT_NAMES]
+    if unknown:
+        raise ValueError(f"model returns outputs {keys}; the ONNX exporter knows {list(OUTPUT_NAMES)}")
+    return keys
+
+
+def export_onnx(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *, opset: int = DEFAULT_OPSET,
+                metadata: Mapping[str, Any] | None = None, dynamo: bool | None = None) -> Path:
+    """Write ``model`` as a single-file ONNX graph with a dynamic batch axis and agekit metadata.
+
+    ``dynamo=None`` picks the torch.export-based exporter for opset >= 18 (the supported path in
+    current PyTorch) and the TorchScript exporter for older opsets, which only it can still emit.
+    ``metadata`` is the agekit weights metadata (model_kwargs, train_config ...), used for age range
+    and crop margin.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().to(device="cpu", memory_format=torch.contiguous_format)
+    x = torch.randn(2, *cfg.input_size, generator=torch.Generator().manual_seed(0))
+    names = _output_names(model, x)
+    use_dynamo = opset >= DEFAULT_OPSET if dynamo is None else dynamo
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        if use_dynamo:
+            torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, verbose=False,
+                              input_names=[INPUT_NAME], output_names=names, opset_version=opset,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+        else:
+            axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]}
+            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=names,
+                              opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for k, v in onnx_metadata(cfg, metadata).items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.doc_string = f"agekit {cfg.name}: face crop -> age (years), gender_logit (>0 female)"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def read_onnx_metadata(source: Any) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file path or an onnxruntime session."""
+    if hasattr(source, "get_modelmeta"):
+        return dict(source.get_modelmeta().custom_metadata_map)
+    import onnx
+
+    proto = onnx.load(str(source), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def cfg_from_metadata(md: Mapping[str, str]) -> AgeModelCfg:
+    """An :class:`AgeModelCfg` from ONNX metadata; the file's values win over the registry's.
+
+    Reads the per-field keys written by :func:`onnx_metadata`, else a whole ``agekit_cfg`` JSON.
+    """
+    if "input_size" not in md and "agekit_cfg" in md:
+        d = json.loads(md["agekit_cfg"])
+        md = {**md, **{k: json.dumps(d[k]) for k in ("input_size", "mean", "std", "age_range") if k in d},
+              "model_name": d.get("name", md.get("model_name", "onnx_model")), "family": d.get("family", "onnx")}
+    if "input_size" not in md or "mean" not in md or "std" not in md:
+        raise ValueError("ONNX file has no agekit metadata (input_size/mean/std); export it with `agekit export`")
+    name = md.get("model_name", "onnx_model")
+    fields = {"input_size": tuple(json.loads(md["input_size"])), "mean": tuple(json.loads(md["mean"])),
+              "std": tuple(json.loads(md["std"]))}
+    if "age_range" in md:
+        fields["age_range"] = tuple(json.loads(md["age_range"]))
+    if is_model(name):
+        return replace(get_model_cfg(name), **fields)
+    return AgeModelCfg(name=name, family=md.get("family", "onnx"), **fields)
+
+
+def flip_tta(call, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Average outputs over the image and its horizontal mirror, as the training module's eval does."""
+    a, b = call(x), call(np.ascontiguousarray(x[..., ::-1]))
+    return {k: (a[k] + b[k]) / 2 for k in a}
+
+
+class OnnxAgeModel:
+    """An exported agekit model in onnxruntime: ``model(x) -> {"age": (B,), "gender_logit": (B,)}``.
+
+    ``x`` is the normalised float batch (numpy or torch); ``model.cfg`` comes from the file's
+    metadata, so :func:`agekit.data.transforms.crops_to_batch` can prepare inputs for it.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu") -> None:
+        from ..inference.runtime import make_session
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {self.path}")
+        self.session = make_session(self.path, threads=threads, device=device)
+        self.metadata = read_onnx_metadata(self.session)
+        self.cfg = cfg_from_metadata(self.metadata)
+        self.crop_margin = float(json.loads(self.metadata.get("crop_margin", "0.4")))
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        outs = self.session.run(self.output_names, {self.input_name: x})
+        return {n: np.asarray(o).reshape(len(x)) for n, o in zip(self.output_names, outs)}
+
+    def predict(self, x: np.ndarray | torch.Tensor, tta_flip: bool = False) -> dict[str, np.ndarray]:
+        """Outputs with optional flip TTA; adds ``gender_prob`` = P(female) when the model has a gender head."""
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        out = flip_tta(self, x) if tta_flip else self(x)
+        if "gender_logit" in out:
+            out["gender_prob"] = 1.0 / (1.0 + np.exp(-out["gender_logit"]))
+        return out

@@ -1,0 +1,106 @@
+"""Does the exported file compute what the PyTorch model computes? Checked on real face crops.
+
+Random tensors exercise every op but not the value ranges real faces produce (and so miss e.g.
+sigmoid saturation or fused-BN precision issues near the decision boundary), so the default check
+uses test crops from the same decode-once cache as training and evaluation.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.cache import build_crop_cache
+from ..data.imageio import load_rgb
+from ..data.transforms import crops_to_batch, normalize
+from ..models.registry import AgeModelCfg
+
+__all__ = ["ParityReport", "parity_inputs", "check_parity", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass
+class ParityReport:
+    """Largest disagreements between two runners on the same inputs."""
+
+    n: int
+    source: str
+    max_age_diff: float  # years
+    mean_age_diff: float
+    max_gender_prob_diff: float  # probability, 0..1 (NaN without a gender head)
+    age_tolerance: float
+    prob_tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        ok_prob = np.isnan(self.max_gender_prob_diff) or self.max_gender_prob_diff <= self.prob_tolerance
+        return bool(self.max_age_diff <= self.age_tolerance and ok_prob)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def _random(cfg: AgeModelCfg, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, *cfg.input_size)).astype(np.float32)
+
+
+def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, root: str | Path | None = None,
+                  split: str = "test", cache_dir: str | Path = "cache", margin: float = 0.4,
+                  seed: int = 0) -> tuple[np.ndarray, str]:
+    """(normalised float32 batch, description) for a parity check.
+
+    ``check_data``: ``"random"``; a dataset name (``utkface``) or a manifest path, whose ``split`` rows
+    are sampled (seeded) and cropped through the crop cache; a folder of face crops or one image.
+    ``None`` means UTKFace when its folder exists, else random inputs.
+    """
+    from ..evaluation.evaluate import default_root, load_eval_table
+
+    fallback = ""
+    if check_data is None:
+        r = root or default_root("utkface")
+        check_data = "utkface" if r and Path(r).is_dir() else "random"
+        fallback = " (UTKFace not found; pass --check-data for real crops)" if check_data == "random" else ""
+    check_data = str(check_data)
+    if check_data == "random":
+        return _random(cfg, n, seed), f"{n} random normal inputs{fallback}"
+    p = Path(check_data)
+    if p.is_dir() and p.suffix.lower() not in (".csv", ".parquet"):
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:n]
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+        return crops_to_batch([load_rgb(f) for f in files], cfg).numpy(), f"{len(files)} images from {p}"
+    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        return crops_to_batch([load_rgb(p)], cfg).numpy(), f"image {p}"
+    df, name = load_eval_table(check_data, root)
+    rows = np.flatnonzero((df["split"] == split).to_numpy()) if split in set(df["split"].dropna()) else np.arange(len(df))
+    rows = np.sort(np.random.default_rng(seed).choice(rows, min(n, len(rows)), replace=False))
+    sub = df.iloc[rows].reset_index(drop=True)
+    crops, ok, _ = build_crop_cache(sub, cfg.input_size[-1], cache_dir, margin=margin)
+    if not ok.any():
+        raise ValueError(f"none of the {len(sub)} sampled images of {check_data} could be read")
+    x = normalize(torch.from_numpy(np.asarray(crops[ok])).permute(0, 3, 1, 2), cfg).numpy()
+    return x, f"{len(x)} {split} crops of {name}"
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+
+
+def check_parity(reference, candidate, x: np.ndarray, source: str = "", age_tolerance: float = 0.1,
+                 prob_tolerance: float = 0.01, batch_size: int = 16) -> ParityReport:
+    """Run both runners (``runner(x) -> {"age", "gender_logit"}``) on ``x`` without TTA and compare."""
+    ref_age, cand_age, ref_p, cand_p = [], [], [], []
+    for s in range(0, len(x), batch_size):
+        xb = np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32)
+        a, b = reference(xb), candidate(xb)
+        ref_age.append(a["age"]), cand_age.append(b["age"])
+        if "gender_logit" in a and "gender_logit" in b:
+            ref_p.append(_sigmoid(a["gender_logit"])), cand_p.append(_sigmoid(b["gender_logit"]))
+    d_age = np.abs(np.concatenate(ref_age).astype(np.float64) - np.concatenate(cand_age))
+    d_p = np.abs(np.concatenate(ref_p) - np.concatenate(cand_p)) if ref_p else np.array([np.nan])
+    return ParityReport(len(x), source, float(d_age.max()), float(d_age.mean()), float(d_p.max()),
+                        age_tolerance, prob_tolerance)

@@ -1,0 +1,121 @@
+"""Write prediction results as they arrive (JSON, JSON Lines or CSV), so a long run keeps what it did.
+
+Every input appears in the output: images without a face or that could not be read get a record
+with their ``status`` and no face fields.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import IO, Any
+
+from .results import ImageResult
+
+__all__ = ["ResultWriter", "JsonWriter", "JsonlWriter", "CsvWriter", "open_writer", "WRITER_SUFFIXES", "CSV_COLUMNS"]
+
+_LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+CSV_COLUMNS = ["image", "path", "status", "width", "height", "face", "x0", "y0", "x1", "y1", "score", "age", "gender",
+               "gender_prob"] + [f"{n}_{c}" for n in _LANDMARKS for c in "xy"]
+
+
+def _clean(v: Any) -> Any:
+    """JSON has no NaN: faces that never reached the model get null."""
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+class ResultWriter:
+    """Base: opened on a path, ``write(result)`` per image (flushed), ``close()`` at the end."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: IO[str] = open(self.path, "w", encoding="utf-8", newline="")
+        self.count = 0
+
+    def write(self, res: ImageResult) -> None:
+        self._write(res)
+        self.count += 1
+        self._f.flush()
+
+    def _write(self, res: ImageResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _record(res: ImageResult) -> dict[str, Any]:
+    d = res.to_dict()
+    d["faces"] = [{k: _clean(v) for k, v in f.items()} for f in d["faces"]]
+    d["timings"] = {k: round(v, 6) for k, v in d["timings"].items()}
+    return d
+
+
+class JsonWriter(ResultWriter):
+    """A JSON array with one object per image; valid JSON once closed (an interrupted run leaves all
+    finished records, lacking only the closing bracket)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._f.write("[")
+
+    def _write(self, res: ImageResult) -> None:
+        self._f.write(("," if self.count else "") + "\n  " + json.dumps(_record(res)))
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.write("\n]\n")
+        super().close()
+
+
+class JsonlWriter(ResultWriter):
+    """One JSON object per line, per image."""
+
+    def _write(self, res: ImageResult) -> None:
+        self._f.write(json.dumps(_record(res)) + "\n")
+
+
+class CsvWriter(ResultWriter):
+    """One row per face (``CSV_COLUMNS``); an image without faces gets one row with its status only."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._w = csv.DictWriter(self._f, fieldnames=CSV_COLUMNS)
+        self._w.writeheader()
+
+    def _write(self, res: ImageResult) -> None:
+        base = {"image": res.name, "path": res.path or "", "status": res.status, "width": res.width, "height": res.height}
+        if not res.faces:
+            self._w.writerow(base)
+            return
+        for i, f in enumerate(res.faces):
+            row = dict(base, face=i, score=f.score, age=_fmt(f.age), gender=f.gender or "",
+                       gender_prob="" if f.gender_prob is None else round(f.gender_prob, 4))
+            row.update(zip(("x0", "y0", "x1", "y1"), f.box))
+            for name, (x, y) in zip(_LANDMARKS, f.landmarks):
+                row[f"{name}_x"], row[f"{name}_y"] = x, y
+            self._w.writerow(row)
+
+
+def _fmt(age: float) -> Any:
+    return "" if math.isnan(age) else round(age, 2)
+
+
+WRITER_SUFFIXES = {".json": JsonWriter, ".jsonl": JsonlWriter, ".csv": CsvWriter}
+
+
+def open_writer(path: str | Path) -> ResultWriter:
+    """The writer for ``path``'s suffix (.json, .jsonl or .csv)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in WRITER_SUFFIXES:
+        raise ValueError(f"cannot write results to {path}: use a .json, .jsonl or .csv file name")
+    return WRITER_SUFFIXES[suffix](path)

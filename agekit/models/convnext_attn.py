@@ -1,0 +1,145 @@
+"""Attention-augmented ConvNeXt: attention modules inserted after stage 2 (P2), stage 3 (P3) or both.
+
+* ``convnext_attn_<size>``: classification (``num_classes``), 32 px inputs with the CIFAR stem patch.
+* ``convnext_attn_age_<size>``: the same network with the age/gender head at 224 px.
+
+The inserted modules live in ``model.attn`` (outside ``model.backbone``), so freezing the
+backbone (regimes F0/F1/F2, :mod:`agekit.models.freezing`) leaves them and the head trainable.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import timm
+import torch
+from torch import nn
+
+from .attention import MECHANISMS, create_attention
+from .convnext_vit import register_sizes
+from .heads import AgeGenderHead
+from .registry import AgeModelCfg, strip_timm_kwargs
+
+__all__ = ["ConvNeXtAttn", "patch_cifar_stem", "parse_points", "ClassifierHead"]
+
+
+def patch_cifar_stem(backbone: nn.Module) -> None:
+    """ConvNeXt stem 4x4 conv: stride 4 -> 2, padding 0 -> 1 (a 32 px image then gives 16x16, not 8x8).
+
+    The kernel is unchanged, so ImageNet stem weights still load.
+    """
+    conv = backbone.stem[0]
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"expected a ConvNeXt stem conv, found {type(conv).__name__}")
+    conv.stride, conv.padding = (2, 2), (1, 1)
+
+
+def parse_points(points: str | list[str] | tuple[str, ...]) -> tuple[int, ...]:
+    """"p3", "p2+p3", ["p2", "p3"] or "none" -> sorted stage numbers (1-based, 1..4)."""
+    if isinstance(points, str):
+        points = [] if points.lower() in ("", "none") else points.replace(",", "+").split("+")
+    out = set()
+    for p in points:
+        p = str(p).strip().lower()
+        if len(p) != 2 or p[0] != "p" or p[1] not in "1234":
+            raise ValueError(f"insertion point {p!r} must be p1..p4 (after that ConvNeXt stage)")
+        out.add(int(p[1]))
+    return tuple(sorted(out))
+
+
+class ClassifierHead(nn.Module):
+    """Dropout + Linear on pooled features -> {"logits"} (dict output, like the age heads)."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.fc(self.drop(feats))}
+
+
+class ConvNeXtAttn(nn.Module):
+    """timm ConvNeXt with ``attn["p<i>"]`` applied to the output of stage i, then a task head."""
+
+    def __init__(
+        self,
+        backbone: str,
+        task: str = "classification",
+        points: str | list[str] = "p3",
+        mechanism: str = "mhsa",
+        num_heads: int = 4,
+        cifar_stem: bool = False,
+        num_classes: int = 100,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        head_hidden: int = 256,
+        head_layers: int = 2,
+        age_range: tuple[float, float] = (0.0, 100.0),
+        gender: bool = True,
+    ) -> None:
+        super().__init__()
+        if mechanism not in MECHANISMS:
+            raise ValueError(f"unknown attention mechanism {mechanism!r}; choose from {', '.join(MECHANISMS)}")
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
+        if cifar_stem:
+            patch_cifar_stem(self.backbone)
+        dims = [f["num_chs"] for f in self.backbone.feature_info]
+        self.points = parse_points(points) if mechanism != "none" else ()
+        self.attn = nn.ModuleDict({f"p{i}": create_attention(mechanism, dims[i - 1], num_heads) for i in self.points})
+        nf = self.backbone.num_features
+        if task == "classification":
+            self.head: nn.Module = ClassifierHead(nf, num_classes, drop_rate)
+        elif task == "age":
+            self.head = AgeGenderHead(nf, hidden=head_hidden, num_layers=head_layers, dropout=drop_rate,
+                                      age_range=age_range, gender=gender)
+        else:
+            raise ValueError(f"task must be 'classification' or 'age', got {task!r}")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        bb = self.backbone
+        x = bb.stem(x)
+        for i, stage in enumerate(bb.stages, 1):
+            x = stage(x)
+            key = f"p{i}"
+            if key in self.attn:
+                x = self.attn[key](x)
+        return bb.norm_pre(x)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.backbone.forward_head(self.forward_features(x), pre_logits=True))
+
+
+def _hub(size: str) -> str:
+    return f"timm hub: convnext_{size} (ImageNet; offline: from scratch)"
+
+
+def _cls_cfg(size: str) -> AgeModelCfg:
+    return AgeModelCfg(
+        name=f"convnext_attn_{size}", family="convnext_attn", input_size=(3, 32, 32), backbone=f"convnext_{size}",
+        backbone_weights=_hub(size), task="classification",
+        description=f"ConvNeXt-{size}, CIFAR stem, attention at P2/P3 (default gated MHSA at P3), classifier",
+    )
+
+
+def _age_cfg(size: str) -> AgeModelCfg:
+    return AgeModelCfg(
+        name=f"convnext_attn_age_{size}", family="convnext_attn", input_size=(3, 224, 224), backbone=f"convnext_{size}",
+        backbone_weights=_hub(size), task="age",
+        description=f"ConvNeXt-{size}, attention at P2/P3 (default gated MHSA at P3), 256-d age/gender head",
+    )
+
+
+def _build(cfg: AgeModelCfg) -> Callable[..., ConvNeXtAttn]:
+    def fn(**kwargs: Any) -> ConvNeXtAttn:
+        kwargs = strip_timm_kwargs(kwargs)
+        kwargs["task"] = cfg.task
+        if cfg.task == "classification":
+            kwargs.setdefault("cifar_stem", cfg.input_size[-1] <= 64)
+        else:
+            kwargs.setdefault("age_range", cfg.age_range)
+        return ConvNeXtAttn(cfg.backbone, **kwargs)
+    return fn
+
+
+register_sizes(_cls_cfg, _build, globals())
+register_sizes(_age_cfg, _build, globals())

@@ -1,0 +1,289 @@
+#!/usr/bin/env python
+"""CPU speed of agekit: per-face latency, batch throughput, whole-photo pipeline, training step rate.
+
+    python benchmarks/bench.py [--model M.safetensors] [--threads 2] [--quick] [--name NAME]
+    python benchmarks/bench.py --compare results/a.json results/b.json   # e.g. without / with tcmalloc
+
+Prints a rich table and writes benchmarks/results/<name>.json with the machine description (cores,
+library versions, threads, allocator, load average before and after: a busy machine inflates every
+number, so read them next to the load). Targets are reported as pass/fail, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TARGETS = {"per_face_onnx_ms": 10.0, "photo_640_ms": 50.0}  # on 2 cores
+
+
+# -- measuring -----------------------------------------------------------------------------------
+def time_calls(fn: Callable[[], Any], runs: int, warmup: int) -> dict[str, float]:
+    """Wall time of ``fn`` in ms over ``runs`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    ts = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts[i] = time.perf_counter() - t0
+    ts *= 1e3
+    return {"median_ms": float(np.median(ts)), "p90_ms": float(np.percentile(ts, 90)), "mean_ms": float(ts.mean()),
+            "min_ms": float(ts.min()), "runs": runs}
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    import onnxruntime as ort
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    allocator = "tcmalloc" if "tcmalloc" in maps else ("jemalloc" if "jemalloc" in maps else "system malloc")
+    return {
+        "hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+        "cpu": cpu, "cpu_count": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": threads, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "onnxruntime": ort.__version__, "numpy": np.__version__, "allocator": allocator,
+        "ld_preload": os.environ.get("LD_PRELOAD", ""), "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+# -- the model under test --------------------------------------------------------------------------
+def resolve_model(model: str | None, work: Path) -> tuple[Path, str]:
+    """The model file and a note on its weights (speed does not depend on them, accuracy does)."""
+    from agekit.inference.defaults import default_model_path
+
+    if model:
+        return Path(model), "given"
+    p = default_model_path()
+    if p.is_file():
+        return p, "bundled"
+    import torch
+
+    from agekit.models import create_model, save_weights
+
+    torch.manual_seed(0)
+    path = save_weights(create_model("mobileagenet_lite0").eval(), work / "lite0_random.safetensors",
+                        {"model_name": "mobileagenet_lite0", "model_kwargs": {}})
+    return path, "random init (bundled model not present; timings are valid, predictions are not)"
+
+
+def bench_model(model_path: Path, onnx_path: Path, threads: int, runs: int, warmup: int, thr_iters: int) -> list[dict]:
+    """Per-face latency (batch 1; batch 2 = one face with flip TTA) and batch-32 throughput, both backends."""
+    from agekit.evaluation.runners import TorchAgeModel
+    from agekit.export.onnx import OnnxAgeModel
+
+    runners = {"torch": TorchAgeModel.load(model_path), "onnx": OnnxAgeModel(onnx_path, threads=threads)}
+    cfg = runners["onnx"].cfg
+    rng = np.random.default_rng(0)
+    rows = []
+    for backend, run in runners.items():
+        for batch, label in ((1, "per face"), (2, "per face, flip TTA")):
+            x = rng.standard_normal((batch, *cfg.input_size)).astype(np.float32)
+            t = time_calls(lambda: run(x), runs, warmup)
+            row = {"bench": label, "backend": backend, "batch": batch, **t}
+            if backend == "onnx" and batch == 1:
+                row.update(target_ms=TARGETS["per_face_onnx_ms"], passed=t["median_ms"] <= TARGETS["per_face_onnx_ms"])
+            rows.append(row)
+        x = rng.standard_normal((32, *cfg.input_size)).astype(np.float32)
+        t = time_calls(lambda: run(x), thr_iters, 2)
+        rows.append({"bench": "throughput", "backend": backend, "batch": 32, **t,
+                     "images_per_s": 32e3 / t["median_ms"]})
+    return rows
+
+
+def photos(work: Path) -> list[tuple[str, Path]]:
+    """The bundled 512 px astronaut and a 640 px one-face photo (the astronaut upscaled to 640 px)."""
+    import cv2
+
+    from agekit.data.imageio import load_rgb
+    from agekit.inference.defaults import example_photo_path
+
+    src = example_photo_path()
+    if src.is_file():
+        rgb = load_rgb(src)
+    else:
+        from skimage import data as skdata  # the same public-domain photo
+
+        rgb = skdata.astronaut()
+        src = work / "astronaut.png"
+        cv2.imwrite(str(src), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    big = work / "astronaut_640.png"
+    scale = 640 / max(rgb.shape[:2])
+    up = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(big), cv2.cvtColor(up, cv2.COLOR_RGB2BGR))
+    return [(f"photo {rgb.shape[1]}x{rgb.shape[0]}", src), (f"photo {up.shape[1]}x{up.shape[0]}", big)]
+
+
+def bench_pipeline(model_path: Path, onnx_path: Path, threads: int, runs: int, warmup: int, work: Path) -> list[dict]:
+    """Whole photo: decode -> detect -> align -> estimate (flip TTA), with agekit.Predictor when present."""
+    try:
+        from agekit import Predictor
+    except (ImportError, AttributeError) as e:
+        print(f"[pipeline] skipped: agekit.Predictor not available yet ({e})")
+        return []
+    rows = []
+    for backend, path in (("onnx", onnx_path), ("torch", model_path)):
+        try:
+            pred = Predictor(path, backend=backend, threads=threads)
+        except Exception as e:  # noqa: BLE001 - report and go on with the other benchmarks
+            print(f"[pipeline] {backend}: cannot build Predictor ({type(e).__name__}: {e})")
+            continue
+        for label, photo in photos(work):
+            res = pred.predict(str(photo))[0]
+            stages: dict[str, list[float]] = {}
+
+            def once() -> None:
+                r = pred.predict(str(photo))[0]
+                for k, v in r.timings.items():
+                    stages.setdefault(k, []).append(v * 1e3)
+
+            t = time_calls(once, runs, warmup)
+            row = {"bench": label, "backend": backend, "batch": 1, **t, "faces": len(res.faces),
+                   "stage_median_ms": {k: float(np.median(v[warmup:])) for k, v in stages.items()}}
+            if "640" in label:
+                row.update(target_ms=TARGETS["photo_640_ms"], passed=t["median_ms"] <= TARGETS["photo_640_ms"])
+            rows.append(row)
+    return rows
+
+
+def bench_training(threads: int, steps: int, warmup: int) -> list[dict]:
+    """Optimizer steps of the training LightningModule (forward + backward + AdamW) at batch 64, channels_last."""
+    import torch
+
+    from agekit.training.module import AgeModule
+
+    rows = []
+    for frozen in (0, 2):
+        config = {"model": {"name": "mobileagenet_lite0", "pretrained": False},
+                  "finetune": {"freeze_early_blocks": frozen}, "trainer": {"channels_last": True}}
+        torch.manual_seed(0)
+        module = AgeModule(config).to(memory_format=torch.channels_last).train()
+        opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
+        size = module.model_cfg.input_size[-1]
+        x = torch.randint(0, 256, (64, 3, size, size), dtype=torch.uint8)
+        age, gender, weight = torch.rand(64) * 90, torch.randint(0, 2, (64,)), torch.ones(64)
+
+        def step() -> None:
+            loss = module._loss(module(x), age, gender, weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        t = time_calls(step, steps, warmup)
+        rows.append({"bench": f"train step, frozen early blocks={frozen}", "backend": "torch", "batch": 64, **t,
+                     "images_per_s": 64e3 / t["median_ms"]})
+    return rows
+
+
+# -- output --------------------------------------------------------------------------------------
+def print_table(rows: list[dict], title: str) -> None:
+    from rich.table import Table
+
+    t = Table("benchmark", "backend", "batch", "median ms", "p90 ms", "images/s", "target", "pass", title=title)
+    for r in rows:
+        ips = r.get("images_per_s", 1e3 * r["batch"] / r["median_ms"] if "per face" in r["bench"] else None)
+        ok = r.get("passed")
+        t.add_row(r["bench"] + (f" ({r['faces']} face)" if "faces" in r else ""), r["backend"], str(r["batch"]),
+                  f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{ips:.0f}" if ips else "",
+                  f"<= {r['target_ms']:g} ms" if "target_ms" in r else "",
+                  "" if ok is None else ("[green]pass[/]" if ok else "[red]FAIL[/]"))
+    _console().print(t)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=150)  # logs/pipes: do not wrap to 80 columns
+
+
+def compare(a_path: str, b_path: str) -> None:
+    """Side by side medians of two result files (e.g. system malloc vs tcmalloc)."""
+    from rich.table import Table
+
+    a, b = json.loads(Path(a_path).read_text()), json.loads(Path(b_path).read_text())
+    key = lambda r: (r["bench"], r["backend"], r["batch"])  # noqa: E731
+    bm = {key(r): r for r in b["results"]}
+    la, lb = a["machine"]["allocator"], b["machine"]["allocator"]
+    t = Table("benchmark", "backend", "batch", f"A ms ({la})", f"B ms ({lb})", "speed-up A/B",
+              title=f"A={Path(a_path).name}  B={Path(b_path).name}")
+    for r in a["results"]:
+        if key(r) in bm:
+            s = bm[key(r)]
+            t.add_row(r["bench"], r["backend"], str(r["batch"]), f"{r['median_ms']:.2f}", f"{s['median_ms']:.2f}",
+                      f"{r['median_ms'] / s['median_ms']:.2f}x")
+    _console().print(t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="agekit .safetensors model [bundled, else an untrained mobileagenet_lite0]")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for torch and onnxruntime [2]")
+    ap.add_argument("--quick", action="store_true", help="fewer runs (smoke test; noisy numbers)")
+    ap.add_argument("--name", help="result name [<model>-t<threads>[-tcmalloc]]")
+    ap.add_argument("--out-dir", default=str(HERE / "results"))
+    ap.add_argument("--skip", nargs="*", default=[], choices=["model", "pipeline", "train"], help="benchmarks to skip")
+    ap.add_argument("--compare", nargs=2, metavar="JSON", help="compare two result files and exit")
+    args = ap.parse_args(argv)
+    if args.compare:
+        compare(*args.compare)
+        return 0
+
+    os.environ.setdefault("AGEKIT_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    runs, warmup = (30, 5) if args.quick else (200, 20)
+    work = Path(tempfile.mkdtemp(prefix="agekit_bench_"))
+    info = machine_info(args.threads)
+    model_path, weights = resolve_model(args.model, work)
+    from agekit.export.exporter import export_model
+
+    onnx_path = export_model(model_path, "onnx", work / f"{model_path.stem}.onnx").path
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    if "model" not in args.skip:
+        rows += bench_model(model_path, onnx_path, args.threads, runs, warmup, 5 if args.quick else 30)
+    if "pipeline" not in args.skip:
+        rows += bench_pipeline(model_path, onnx_path, args.threads, max(10, runs // 4), 3 if args.quick else 10, work)
+    if "train" not in args.skip:
+        rows += bench_training(args.threads, 2 if args.quick else 6, 1 if args.quick else 2)
+    info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    name = args.name or f"{model_path.stem}-t{args.threads}" + ("-tcmalloc" if info["allocator"] == "tcmalloc" else "")
+    result = {"name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "model": {"path": str(model_path), "weights": weights}, "machine": info,
+              "settings": {"threads": args.threads, "quick": args.quick, "runs": runs, "warmup": warmup},
+              "targets": TARGETS, "seconds": time.perf_counter() - t0, "results": rows}
+    out = Path(args.out_dir) / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    load = info["loadavg_start"][0] if info["loadavg_start"] else float("nan")
+    print_table(rows, f"agekit {name}: {info['threads']} threads, {info['allocator']}, load {load:.1f} "
+                      f"on {info['usable_cores']} cores")
+    if load > 0.5 * (info["usable_cores"] or 1):
+        print(f"note: the machine was busy (1-min load {load:.1f}); numbers are inflated")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install agekit with the pinned constraints. Idempotent: reinstalls only when
+# pyproject.toml or constraints.txt change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.agekit-install-stamp
+want=$(cat pyproject.toml constraints.txt | sha1sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,183 @@
+"""Experiment grids end to end on tiny data (classification and age), the shipped grid files, run-time
+estimates, attention maps, classification evaluation and training with the freezing regimes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from agekit.cli.main import app
+from agekit.experiments.grid import expand_grid, load_grid, run_grid
+from agekit.training.config import ConfigError
+
+from test_research_data import write_tiny_cifar100
+
+REPO = Path(__file__).resolve().parents[1]
+GRIDS = sorted(p for p in (REPO / "configs" / "experiments").glob("*.yaml") if not p.name.startswith("_"))
+runner = CliRunner()
+
+
+def _cls_grid(tmp: Path) -> Path:
+    root = write_tiny_cifar100(tmp / "cifar-100-python")
+    grid = {
+        "name": "tiny_cls", "description": "two cells on tiny CIFAR-100-format data", "baseline": "none",
+        "base": {
+            "model": {"name": "convnext_attn_atto", "pretrained": False, "kwargs": {"points": "p3", "num_heads": 2}},
+            "data": {"dataset": "cifar100", "root": str(root), "batch_size": 8, "limit_train": 16, "limit_val": 8},
+            "loss": {"label_smoothing": 0.1},
+            "optim": {"lr": 0.002, "backbone_lr_ratio": 1.0},
+            "finetune": {"regime": "F1", "head_epochs": 0},
+            "trainer": {"max_epochs": 1, "log_every_n_steps": 1, "channels_last": False},
+        },
+        "presets": {"cpu": {}, "full": {"trainer.max_epochs": 50}},
+        "cells": [{"name": "none", "set": {"model.kwargs.mechanism": "none"}},
+                  {"name": "mhsa", "set": {"model.kwargs.mechanism": "mhsa"}}],
+    }
+    p = tmp / "tiny_cls.yaml"
+    p.write_text(yaml.safe_dump(grid))
+    return p
+
+
+def _synthetic_utkface(root: Path, n: int = 30) -> Path:
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        age = int(rng.integers(1, 90))
+        img = np.full((48, 48, 3), 30, np.uint8)
+        yy, xx = np.mgrid[:48, :48]
+        img[(yy - 24) ** 2 + (xx - 24) ** 2 < (3 + age / 5) ** 2] = 180
+        img[: i % 7 + 1, : i % 5 + 1] = 255  # no two images alike (dedup)
+        Image.fromarray(img).save(root / f"{age}_{i % 2}_0_2017010{i:010d}.jpg.chip.jpg")
+    return root
+
+
+def test_classification_grid_end_to_end_via_cli(tmp_path):
+    grid = _cls_grid(tmp_path)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["experiment", "run", str(grid), "--seeds", "2", "--preset", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "results.json").read_text())
+    rows = {row["cell"]: row for row in summary["rows"]}
+    assert set(rows) == {"none", "mhsa"} and summary["seeds"] == [0, 1]
+    for row in rows.values():
+        assert row["n_seeds"] == 2 and row["metric"] == "test/acc" and 0 <= row["mean"] <= 100
+        assert np.isfinite(row["std"]) and len(row["per_seed"]) == 2
+    assert rows["none"]["params_added"] == 0 and rows["none"]["gates"] == {}
+    # the gated MHSA at P3 of ConvNeXt-atto (160 ch): LN 2x160 + qkv 160x480+480 + proj 160x160+160 + gate
+    assert rows["mhsa"]["params_added"] == 2 * 160 + 160 * 480 + 480 + 160 * 160 + 160 + 1
+    assert set(rows["mhsa"]["gates"]) == {"attn.p3.gate"}
+    md = (out / "results.md").read_text()
+    assert "| mhsa | convnext_attn_atto |" in md and "±" in md and "attn.p3=" in md
+    run_dir = out / "mhsa" / "seed1"
+    metrics = next((run_dir / "logs").rglob("metrics.csv")).read_text()
+    assert "gate/attn.p3.gate" in metrics and "val/acc" in metrics  # gates logged, selected on val accuracy
+    assert json.loads((run_dir / "config.json").read_text())["model"]["kwargs"]["num_classes"] == 100
+
+    # a second run of the same grid reuses the finished runs
+    stamp = (run_dir / "results.json").stat().st_mtime_ns
+    again = run_grid(grid, 2, "cpu", out)
+    assert (run_dir / "results.json").stat().st_mtime_ns == stamp
+    assert [r["mean"] for r in again["rows"]] == [r["mean"] for r in summary["rows"]]
+
+    # the trained classifier: attention maps and the classification evaluation command
+    img = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(img)
+    model_file = run_dir / "model.safetensors"
+    r = runner.invoke(app, ["attention-maps", str(model_file), str(img), "--out", str(tmp_path / "maps")])
+    assert r.exit_code == 0, r.output
+    heat = Image.open(tmp_path / "maps" / "img" / "attn.p3_heatmap.png")
+    assert heat.size == (40, 40) and (tmp_path / "maps" / "img" / "attn.p3_overlay.png").is_file()
+    r = runner.invoke(app, ["eval-classifier", str(model_file), "--data", "cifar100", "--root",
+                            str(tmp_path / "cifar-100-python"), "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    ev = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert ev["n"] == 20 and 0 <= ev["top1"] <= 1 and len(ev["per_class_top1"]) == 100
+    r = runner.invoke(app, ["attention-maps", str(out / "none" / "seed0" / "model.safetensors"), str(img)])
+    assert r.exit_code != 0 and "no MHSA" in r.output
+
+
+def test_age_grid_hybrid_vs_convnext_end_to_end(tmp_path):
+    root = _synthetic_utkface(tmp_path / "utk")
+    grid = {
+        "name": "tiny_age", "baseline": "convnext",
+        "base": {
+            "model": {"name": "convnext_vit_atto_128", "pretrained": False,
+                      "kwargs": {"depth": 1, "head_hidden": 64, "gender": False}},
+            "data": {"dataset": "utkface", "root": str(root), "split_file": None, "cache_dir": str(tmp_path / "cache"),
+                     "batch_size": 8},
+            "loss": {"age": "adaptive", "gender_weight": 0.0},
+            "finetune": {"regime": "F0", "head_epochs": 0},
+            "trainer": {"max_epochs": 1, "channels_last": False},
+            "eval": {"tta_flip": False},
+        },
+        "cells": [{"name": "convnext", "set": {"model.name": "convnext_age_atto_128",
+                                                "model.kwargs": {"head_hidden": 64, "gender": False}}},
+                  {"name": "hybrid", "set": {"model.kwargs.connector": "split196"}}],
+    }
+    path = tmp_path / "age.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    summary = run_grid(path, 1, "cpu", tmp_path / "out")
+    rows = {r["cell"]: r for r in summary["rows"]}
+    assert rows["hybrid"]["metric"] == "test/mae" and np.isfinite(rows["hybrid"]["mean"])
+    assert rows["hybrid"]["params_added"] > 0 and rows["hybrid"]["std"] == 0.0
+    assert "MAE (years)" in (tmp_path / "out" / "results.md").read_text()
+    # attention maps for the hybrid, straight from the Lightning checkpoint
+    ckpt = next((tmp_path / "out" / "hybrid" / "seed0" / "checkpoints").glob("best-*.ckpt"))
+    img = next(root.iterdir())
+    r = runner.invoke(app, ["attention-maps", str(ckpt), str(img), "--out", str(tmp_path / "maps")])
+    assert r.exit_code == 0, r.output
+    index = json.loads((tmp_path / "maps" / "maps.json").read_text())
+    assert [m["block"] for m in index] == ["blocks.0"] and index[0]["grid"] == "8x8"  # 4x4 final map split to 8x8
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=[p.stem for p in GRIDS])
+def test_shipped_grids_expand_to_valid_configs(grid):
+    g = load_grid(grid)
+    assert set(g.presets) == {"full", "cpu"} and len(g.cells) >= 2
+    for preset in ("full", "cpu"):
+        runs = expand_grid(g, preset, [0, 1, 2], "/tmp/unused")
+        assert len(runs) == 3 * len(g.cells)
+        for run in runs:
+            c = run.config
+            if preset == "cpu":  # offline, small
+                assert not c.model.pretrained and c.trainer.max_epochs <= 3 and c.data.limit_train <= 4000
+                assert c.model.name.endswith(("_atto", "_atto_128", "_p4_32"))
+            else:
+                assert c.model.name.endswith(("_tiny", "_p4_32"))
+
+
+def test_grid_errors_are_clear(tmp_path):
+    p = tmp_path / "g.yaml"
+    p.write_text("name: x\ncells: [{name: a, sett: {}}]\n")
+    with pytest.raises(ConfigError, match="sett"):
+        load_grid(p)
+    p.write_text("name: x\ncells: [{name: a, set: {optim.lrr: 1}}]\n")
+    with pytest.raises(ConfigError, match="cell a.*optim.lrr"):
+        expand_grid(load_grid(p), "cpu", [0], tmp_path)
+    grid = load_grid(_cls_grid(tmp_path))
+    with pytest.raises(ConfigError, match="no cell"):
+        expand_grid(grid, "cpu", [0], tmp_path, cells=["nope"])
+    with pytest.raises(ConfigError, match="no preset"):
+        run_grid(_cls_grid(tmp_path), 1, "gpu-huge", tmp_path)
+
+
+def test_estimate_times_one_step_per_cell(tmp_path):
+    from agekit.experiments.estimate import RUN_OVERHEAD_S, estimate_grid
+
+    est = estimate_grid(_cls_grid(tmp_path), seeds=3, preset="cpu", repeats=1)
+    assert [r["cell"] for r in est["rows"]] == ["none", "mhsa"]
+    for r in est["rows"]:
+        assert r["step_first_s"] > 0 and r["eval_batch_s"] > 0 and r["train_images"] == 16
+        assert r["seconds_per_run"] > RUN_OVERHEAD_S
+    assert est["total_seconds"] == pytest.approx(3 * sum(r["seconds_per_run"] for r in est["rows"]))
+
+
+def test_params_command():
+    r = runner.invoke(app, ["params", "vit_tiny_p4_32", "mixer_tiny_p4_32", "-k", "num_classes=100"])
+    assert r.exit_code == 0, r.output
+    assert "5," in r.output  # ViT-Tiny at patch 4: ~5.4M parameters
