@@ -42,6 +42,11 @@ def time_calls(fn: Callable[[], Any], runs: int, warmup: int) -> dict[str, float
             "min_ms": float(ts.min()), "runs": runs}
 
 
+def log(msg: str) -> None:
+    """Progress on stderr: a full run takes minutes, more on a busy machine."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     import onnxruntime as ort
     import torch
@@ -97,6 +102,7 @@ def bench_model(model_path: Path, onnx_path: Path, threads: int, runs: int, warm
     rng = np.random.default_rng(0)
     rows = []
     for backend, run in runners.items():
+        log(f"model latency and throughput: {backend}")
         for batch, label in ((1, "per face"), (2, "per face, flip TTA")):
             x = rng.standard_normal((batch, *cfg.input_size)).astype(np.float32)
             t = time_calls(lambda: run(x), runs, warmup)
@@ -149,6 +155,7 @@ def bench_pipeline(model_path: Path, onnx_path: Path, threads: int, runs: int, w
             print(f"[pipeline] {backend}: cannot build Predictor ({type(e).__name__}: {e})")
             continue
         for label, photo in photos(work):
+            log(f"pipeline: {label}, {backend}")
             res = pred.predict(str(photo))[0]
             stages: dict[str, list[float]] = {}
 
@@ -174,6 +181,7 @@ def bench_training(threads: int, steps: int, warmup: int) -> list[dict]:
 
     rows = []
     for frozen in (0, 2):
+        log(f"training steps, frozen early blocks={frozen}")
         config = {"model": {"name": "mobileagenet_lite0", "pretrained": False},
                   "finetune": {"freeze_early_blocks": frozen}, "trainer": {"channels_last": True}}
         torch.manual_seed(0)

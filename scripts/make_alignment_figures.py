@@ -19,21 +19,12 @@ import cv2
 import numpy as np
 
 from agekit.data.imageio import load_rgb
+from agekit.evaluation.pipeline_check import paste_chip as paste
 from agekit.inference.align import TEMPLATE, align_face
 from agekit.inference.defaults import example_photo_path
 from agekit.inference.detectors import RetinaFaceDetector
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def paste(canvas: np.ndarray, chip: np.ndarray, center: tuple[float, float], scale: float, angle: float) -> None:
-    """Paste ``chip`` into ``canvas`` in place, rotated by ``angle`` degrees and scaled, centred at ``center``."""
-    h, w = chip.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-    m[:, 2] += np.array(center) - [w / 2, h / 2]
-    size = (canvas.shape[1], canvas.shape[0])
-    mask = cv2.warpAffine(np.full((h, w), 255, np.uint8), m, size) > 127
-    canvas[mask] = cv2.warpAffine(chip, m, size)[mask]
 
 
 def draw_detections(img: np.ndarray, dets) -> np.ndarray:

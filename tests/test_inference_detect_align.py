@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from agekit.evaluation.pipeline_check import paste_chip as paste
 from agekit.data.imageio import load_rgb
 from agekit.inference.align import CHIP_SIZE, TEMPLATE, align_face, similarity_transform, transform_points
 from agekit.inference.defaults import example_photo_path
@@ -19,16 +20,6 @@ def detector() -> RetinaFaceDetector:
 @pytest.fixture(scope="module")
 def astronaut() -> np.ndarray:
     return load_rgb(example_photo_path())
-
-
-def paste(canvas: np.ndarray, chip: np.ndarray, center: tuple[float, float], scale: float, angle: float) -> None:
-    """Paste ``chip`` rotated/scaled at ``center`` (same as scripts/make_alignment_figures.py)."""
-    h, w = chip.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
-    m[:, 2] += np.array(center) - [w / 2, h / 2]
-    size = (canvas.shape[1], canvas.shape[0])
-    mask = cv2.warpAffine(np.full((h, w), 255, np.uint8), m, size) > 127
-    canvas[mask] = cv2.warpAffine(chip, m, size)[mask]
 
 
 def _chips(root, n: int, seed: int) -> list[np.ndarray]:

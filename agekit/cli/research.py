@@ -70,6 +70,7 @@ def estimate_cmd(
     preset: str = typer.Option("auto"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="section.key=value applied to every cell"),
     cells: Optional[str] = typer.Option(None, help="comma-separated subset of cells"),
+    repeats: int = typer.Option(3, min=1, help="timed steps per phase (the fastest counts: robust to load spikes)"),
 ) -> None:
     """Estimate the grid's wall time on this machine by timing one training step per cell."""
     from rich.table import Table
@@ -79,18 +80,18 @@ def estimate_cmd(
     from .main import console, fail
 
     try:
-        est = estimate_grid(grid, seeds, preset, _overrides(set_), _cells(cells))
+        est = estimate_grid(grid, seeds, preset, _overrides(set_), _cells(cells), repeats)
     except ConfigError as e:
         fail(str(e))
-    table = Table("cell", "train step (s)", "eval batch (s)", "train imgs", "epochs", "s/run")
+    table = Table("cell", "train step CPU s (first/last phase)", "eval batch CPU s", "train imgs", "epochs", "s/run")
     for r in est["rows"]:
         spr = r["seconds_per_run"]
         table.add_row(r["cell"], f"{r['step_first_s']:.3f}/{r['step_last_s']:.3f}", f"{r['eval_batch_s']:.3f}",
                       str(r.get("train_images", "?")), str(r.get("epochs", "?")), "?" if spr is None else f"{spr:.0f}")
     console.print(table)
     console.print(f"{est['grid']} preset {est['preset']}: {seeds} seeds x {len(est['rows'])} cells = "
-                  f"{est['total_seconds'] / 60:.1f} min estimated ({est['threads']} torch threads, "
-                  f"+{RUN_OVERHEAD_S:.0f} s overhead per run)", highlight=False)
+                  f"{est['total_seconds'] / 60:.1f} min on one free CPU core (step CPU time, 1 torch thread, "
+                  f"+{RUN_OVERHEAD_S:.0f} s overhead per run); two free cores are faster", highlight=False)
 
 
 @experiment_app.command("list")

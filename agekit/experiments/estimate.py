@@ -1,13 +1,19 @@
-"""Estimate a grid's wall time before running it, from a timed training step per cell.
+"""Estimate a grid's run time before running it, from a timed training step per cell.
 
 For each cell: build its module, time a training step (forward + backward + AdamW) on a random batch
-of the configured size in each freezing phase (frozen backbone is cheaper), and an eval forward; then
+of the configured size in each freezing phase (a frozen backbone is cheaper), and an eval forward; then
 
     run time = epochs x (train batches x step time + val batches x eval time) + test batches x eval time
-               + a fixed per-run overhead (Lightning setup, data loading, export; measured ~5-15 s here)
+               + a fixed per-run overhead (Lightning setup, data loading, export; ~5-15 s measured here)
 
-and grid time = runs x run time. It measures this machine under its current load, so it is an estimate
-for the same conditions; it does not include building the UTKFace crop cache (done once, then reused).
+and grid time = runs x run time.
+
+Steps are timed in *CPU time of one torch thread* (``time.process_time``), not wall time: on a shared
+machine (here a long training run holds both cores at a higher priority) wall time mostly measures the
+other jobs, while the CPU time a step needs is stable. The result is therefore the grid's time on one
+free core; with two free cores and torch's 2 threads it runs faster (a conv net's batch typically gains
+1.5-1.8x), so the one-core figure is a conservative bound. It does not include building the UTKFace crop
+cache (done once, then shared).
 """
 from __future__ import annotations
 
@@ -47,12 +53,13 @@ def _split_sizes(run: RunSpec) -> tuple[int | None, int | None, int | None]:
 
 
 def _time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, lazy init)
+    """Fewest CPU seconds of ``repeats`` calls after a warm-up (allocations, lazy init)."""
+    fn()
     best = math.inf
     for _ in range(repeats):
-        t = time.perf_counter()
+        t = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     return best
 
 
@@ -107,8 +114,13 @@ def estimate_grid(path: str | Path, seeds: int = 3, preset: str = "auto", overri
     preset = resolve_preset(grid, preset)
     runs = expand_grid(grid, preset, [0], "/tmp/agekit-estimate", overrides, cells)
     rows, total = [], 0.0
-    for run in runs:
-        t = _time_cell(run, repeats)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: process CPU time == the step's single-core time
+    try:
+        timed = [_time_cell(run, repeats) for run in runs]
+    finally:
+        torch.set_num_threads(threads)
+    for run, t in zip(runs, timed):
         n_tr, n_val, n_te = _split_sizes(run)
         c = run.config
         if n_tr is None:
@@ -124,5 +136,4 @@ def estimate_grid(path: str | Path, seeds: int = 3, preset: str = "auto", overri
         total += per_run * seeds
         rows.append({"cell": run.cell, **t, "train_images": n_tr, "val_images": n_val, "test_images": n_te,
                      "epochs": epochs, "seconds_per_run": per_run})
-    return {"grid": grid.name, "preset": preset, "seeds": seeds, "threads": torch.get_num_threads(), "rows": rows,
-            "total_seconds": total}
+    return {"grid": grid.name, "preset": preset, "seeds": seeds, "threads": 1, "rows": rows, "total_seconds": total}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .attention import MECHANISMS, create_attention
-from .convnext_vit import register_sizes
+from .convnext_vit import convnext_early_modules, register_sizes
 from .heads import AgeGenderHead
 from .registry import AgeModelCfg, strip_timm_kwargs
 
@@ -94,6 +94,9 @@ class ConvNeXtAttn(nn.Module):
                                       age_range=age_range, gender=gender)
         else:
             raise ValueError(f"task must be 'classification' or 'age', got {task!r}")
+
+    def early_modules(self, n_blocks: int) -> list[nn.Module]:
+        return convnext_early_modules(self.backbone, n_blocks)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         bb = self.backbone

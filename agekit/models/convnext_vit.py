@@ -27,7 +27,7 @@ from torch import nn
 from .heads import AgeGenderHead
 from .registry import AgeModelCfg, register_age_model, strip_timm_kwargs
 
-__all__ = ["ConvNeXtViT", "ConvNeXtAge", "CONVNEXT_SIZES", "CONNECTORS", "register_sizes"]
+__all__ = ["ConvNeXtViT", "ConvNeXtAge", "CONVNEXT_SIZES", "CONNECTORS", "register_sizes", "convnext_early_modules"]
 
 CONVNEXT_SIZES = ("atto", "femto", "pico", "nano", "tiny", "small", "base")
 CONNECTORS = ("direct49", "split196")
@@ -48,6 +48,11 @@ def register_sizes(make_cfg: Callable[[str], AgeModelCfg],
         fn.__module__ = module_globals["__name__"]
         fn.__doc__ = cfg.description
         module_globals[cfg.name] = register_age_model(cfg)(fn)
+
+
+def convnext_early_modules(backbone: nn.Module, n_blocks: int) -> list[nn.Module]:
+    """Stem + the first ``n_blocks`` ConvNeXt stages (``finetune.freeze_early_blocks``, as MobileAgeNet)."""
+    return [backbone.stem, *list(backbone.stages)[:n_blocks]]
 
 
 class ConvNeXtViT(nn.Module):
@@ -95,6 +100,9 @@ class ConvNeXtViT(nn.Module):
         for m in (self.connector, self.blocks):
             m.apply(init_weights_vit_timm)  # timm's ViT init for the transformer part
 
+    def early_modules(self, n_blocks: int) -> list[nn.Module]:
+        return convnext_early_modules(self.backbone, n_blocks)
+
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> position-embedded tokens (B, N, D) before the encoder."""
         f = self.backbone.head.norm(self.backbone.forward_features(x))  # ConvNeXt's own final LayerNorm
@@ -132,6 +140,9 @@ class ConvNeXtAge(nn.Module):
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
         self.head = AgeGenderHead(self.backbone.num_features, hidden=head_hidden, num_layers=head_layers,
                                   dropout=drop_rate, age_range=age_range, gender=gender)
+
+    def early_modules(self, n_blocks: int) -> list[nn.Module]:
+        return convnext_early_modules(self.backbone, n_blocks)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.backbone(x))

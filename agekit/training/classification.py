@@ -21,7 +21,7 @@ from ..data.transforms import normalize
 from ..models import create_model, get_model_cfg
 from ..models.freezing import regime_param_groups
 from ..models.registry import AgeModelCfg
-from .config import DataSection, TrainConfig
+from .config import ConfigError, DataSection, TrainConfig
 from .schedules import build_scheduler
 
 __all__ = ["ClassificationModule", "ClassificationDataModule", "with_num_classes", "evaluate_classifier", "VAL_FRACTION"]
@@ -34,11 +34,11 @@ def with_num_classes(cfg: TrainConfig) -> TrainConfig:
     """The config with ``model.kwargs.num_classes`` set from the dataset, so saved models rebuild alone."""
     n = CLASSIFICATION_DATASETS.get(cfg.data.dataset)
     if n is None:
-        raise ValueError(f"model {cfg.model.name} is a classifier; data.dataset must be one of "
+        raise ConfigError(f"model {cfg.model.name} is a classifier; data.dataset must be one of "
                          f"{', '.join(CLASSIFICATION_DATASETS)}, got {cfg.data.dataset!r}")
     given = cfg.model.kwargs.get("num_classes")
     if given is not None and int(given) != n:
-        raise ValueError(f"model.kwargs.num_classes={given} but {cfg.data.dataset} has {n} classes")
+        raise ConfigError(f"model.kwargs.num_classes={given} but {cfg.data.dataset} has {n} classes")
     raw = cfg.model_dump()
     raw["model"]["kwargs"]["num_classes"] = n
     return TrainConfig.model_validate(raw)
@@ -51,10 +51,12 @@ class ClassificationModule(L.LightningModule):
         self.cfg = TrainConfig.model_validate(config)
         m = self.cfg.model
         self.model_cfg = get_model_cfg(m.name)
-        self.model = create_model(m.name, pretrained=m.pretrained, backbone_weights=m.backbone_weights, **m.kwargs)
-        if self.cfg.finetune.freeze_early_blocks:
-            raise ValueError("finetune.freeze_early_blocks is not supported for classification models")
-        self._early: list[torch.nn.Module] = []  # TwoStageFinetuning reads it
+        self.model = create_model(m.name, pretrained=m.pretrained and m.init_weights is None,
+                                  backbone_weights=m.backbone_weights, weights=m.init_weights, **m.kwargs)
+        fe = self.cfg.finetune.freeze_early_blocks  # kept frozen by TwoStageFinetuning (regime two_stage)
+        self._early: list[torch.nn.Module] = self.model.early_modules(fe) if fe else []
+        for mod in self._early:
+            mod.requires_grad_(False)
         n = int(m.kwargs.get("num_classes") or CLASSIFICATION_DATASETS[self.cfg.data.dataset])
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=n, average="micro")

