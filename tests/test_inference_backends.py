@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from agekit.inference.backends import ModelFileError, OnnxBackend, TorchBackend, cfg_from_onnx, export_onnx, load_backend
+from agekit.export.onnx import export_onnx
+from agekit.inference.backends import ModelFileError, OnnxBackend, TorchBackend, load_backend
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_onnx_export_is_cached_and_self_describing(random_model_file, cache_dir,
     again = OnnxBackend(random_model_file, threads=1, cache_dir=cache_dir)
     assert again.path == onnx_b.path and again.path.stat().st_mtime_ns == mtime  # reused, not re-exported
     direct = load_backend(onnx_b.path, "onnx", threads=1)  # the .onnx file on its own
-    meta = direct.session.get_modelmeta().custom_metadata_map
+    meta = direct.runner.metadata
     assert json.loads(meta["agekit_cfg"])["name"] == "mobileagenet_lite0" and direct.cfg == onnx_b.cfg
 
 
@@ -46,7 +47,7 @@ def test_export_onnx_writes_dynamic_batch(random_model_file, tmp_path):
     from agekit.models import load_model
 
     model, cfg, _ = load_model(random_model_file)
-    path = export_onnx(model, cfg, tmp_path / "sub" / "m.onnx")
+    path = export_onnx(model, cfg, tmp_path / "sub" / "m.onnx", opset=17)
     b = OnnxBackend(path, threads=1)
     for n in (1, 3):
         assert b(np.zeros((n, *cfg.input_size), np.float32))["age"].shape == (n,)
@@ -73,9 +74,15 @@ def test_bad_model_files_give_one_line_errors(tmp_path, random_model_file):
         load_backend(random_model_file, "tf")
 
 
-def test_cfg_from_onnx_metadata_variants():
-    assert cfg_from_onnx({"model_name": "mobileagenet_lite0"}).input_size == (3, 128, 128)
+def test_onnx_without_agekit_metadata_is_rejected(random_model_file, tmp_path):
+    import onnx
+
+    from agekit.models import load_model
+
+    model, cfg, _ = load_model(random_model_file)
+    path = export_onnx(model, cfg, tmp_path / "m.onnx", opset=17)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(path))
     with pytest.raises(ModelFileError, match="no agekit metadata"):
-        cfg_from_onnx({})
-    with pytest.raises(ModelFileError, match="unknown model"):
-        cfg_from_onnx({"model_name": "nope"})
+        OnnxBackend(path, threads=1)

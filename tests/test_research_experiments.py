@@ -181,3 +181,12 @@ def test_params_command():
     r = runner.invoke(app, ["params", "vit_tiny_p4_32", "mixer_tiny_p4_32", "-k", "num_classes=100"])
     assert r.exit_code == 0, r.output
     assert "5," in r.output  # ViT-Tiny at patch 4: ~5.4M parameters
+
+
+def test_grid_refuses_to_resume_a_run_with_another_config(tmp_path):
+    grid = _cls_grid(tmp_path)
+    stale = tmp_path / "out" / "none" / "seed0"
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text(json.dumps({"model": {"name": "convnext_attn_atto"}}))
+    with pytest.raises(ConfigError, match="different config"):
+        run_grid(grid, 1, "cpu", tmp_path / "out")

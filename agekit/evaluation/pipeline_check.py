@@ -7,8 +7,6 @@ original chips measures what detection + alignment cost (or a mismatch in crop g
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pandas as pd

@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from ..export.onnx import OnnxAgeModel, export_onnx, flip_tta
+from ..export.onnx import AgeRunnerBase, OnnxAgeModel, export_onnx
 from ..models import load_model
 from ..models.registry import AgeModelCfg
 
@@ -29,7 +29,7 @@ class AgeRunner(Protocol):
     def predict(self, x: np.ndarray | torch.Tensor, tta_flip: bool = False) -> dict[str, np.ndarray]: ...
 
 
-class TorchAgeModel:
+class TorchAgeModel(AgeRunnerBase):
     """An agekit model in eager PyTorch (CPU, inference mode) with the ONNX runner's interface."""
 
     backend = "torch"
@@ -47,14 +47,6 @@ class TorchAgeModel:
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x.float()
         with torch.inference_mode():
             return {k: v.float().cpu().numpy().reshape(len(xt)) for k, v in self.model(xt).items()}
-
-    def predict(self, x: np.ndarray | torch.Tensor, tta_flip: bool = False) -> dict[str, np.ndarray]:
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        out = flip_tta(self, x) if tta_flip else self(x)
-        if "gender_logit" in out:
-            out["gender_prob"] = 1.0 / (1.0 + np.exp(-out["gender_logit"]))
-        return out
 
 
 class _OnnxRunner(OnnxAgeModel):

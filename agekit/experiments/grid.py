@@ -169,11 +169,8 @@ def expand_grid(grid: GridSpec, preset: str, seeds: list[int], out_dir: str | Pa
     return runs
 
 
-def _completed(run: RunSpec) -> dict[str, Any] | None:
-    """The results of an identical finished run (same config), so a rerun of a grid skips it."""
-    res, conf = run.out_dir / "results.json", run.out_dir / "config.json"
-    if not (res.is_file() and conf.is_file()):
-        return None
+def _config_json(run: RunSpec) -> dict[str, Any]:
+    """The config.json the runner will write for ``run`` (classifiers get num_classes filled in)."""
     from ..training.runner import task_of
 
     cfg = run.config
@@ -181,9 +178,21 @@ def _completed(run: RunSpec) -> dict[str, Any] | None:
         from ..training.classification import with_num_classes
 
         cfg = with_num_classes(cfg)
-    if json.loads(conf.read_text()) != json.loads(cfg.model_dump_json()):
+    return json.loads(cfg.model_dump_json())
+
+
+def _completed(run: RunSpec) -> dict[str, Any] | None:
+    """The results of an identical finished run, so a rerun of a grid skips it (an unfinished one resumes).
+
+    A run folder holding a *different* config is an error: resuming its checkpoint would mix two settings.
+    """
+    res, conf = run.out_dir / "results.json", run.out_dir / "config.json"
+    if not conf.is_file():
         return None
-    return json.loads(res.read_text())
+    if json.loads(conf.read_text()) != _config_json(run):
+        raise ConfigError(f"{run.out_dir} holds a run with a different config (the grid or --set changed); "
+                          "pass another --out or remove that folder")
+    return json.loads(res.read_text()) if res.is_file() else None
 
 
 def _gates(model_file: str | None) -> dict[str, float]:
@@ -211,11 +220,11 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     out = Path(out) if out is not None else DEFAULT_OUT / grid.name / preset
     runs = expand_grid(grid, preset, seed_list, out, overrides, cells)
+    finished = [_completed(run) for run in runs]  # checks every run folder before training anything
     records = []
-    for i, run in enumerate(runs):
+    for i, (run, res) in enumerate(zip(runs, finished)):
         if on_run is not None:
             on_run(run, i, len(runs))
-        res = _completed(run)
         timing = run.out_dir / "grid_run.json"
         if res is None:
             t0 = time.time()

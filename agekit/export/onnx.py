@@ -20,7 +20,7 @@ from torch import nn
 from ..models.registry import AgeModelCfg, get_model_cfg, is_model
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "DEFAULT_OPSET", "export_onnx", "onnx_metadata", "read_onnx_metadata",
-           "cfg_from_metadata", "OnnxAgeModel", "flip_tta"]
+           "cfg_from_metadata", "AgeRunnerBase", "OnnxAgeModel", "flip_tta"]
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("age", "gender_logit")
@@ -141,7 +141,23 @@ def flip_tta(call, x: np.ndarray) -> dict[str, np.ndarray]:
     return {k: (a[k] + b[k]) / 2 for k in a}
 
 
-class OnnxAgeModel:
+class AgeRunnerBase:
+    """What every model runner (ONNX Runtime, TFLite, PyTorch) shares on top of its ``__call__``."""
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray | torch.Tensor, tta_flip: bool = False) -> dict[str, np.ndarray]:
+        """Outputs with optional flip TTA; adds ``gender_prob`` = P(female) when the model has a gender head."""
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        out = flip_tta(self, x) if tta_flip else self(x)
+        if "gender_logit" in out:
+            out["gender_prob"] = 1.0 / (1.0 + np.exp(-out["gender_logit"]))
+        return out
+
+
+class OnnxAgeModel(AgeRunnerBase):
     """An exported agekit model in onnxruntime: ``model(x) -> {"age": (B,), "gender_logit": (B,)}``.
 
     ``x`` is the normalised float batch (numpy or torch); ``model.cfg`` comes from the file's
@@ -168,11 +184,3 @@ class OnnxAgeModel:
         outs = self.session.run(self.output_names, {self.input_name: x})
         return {n: np.asarray(o).reshape(len(x)) for n, o in zip(self.output_names, outs)}
 
-    def predict(self, x: np.ndarray | torch.Tensor, tta_flip: bool = False) -> dict[str, np.ndarray]:
-        """Outputs with optional flip TTA; adds ``gender_prob`` = P(female) when the model has a gender head."""
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        out = flip_tta(self, x) if tta_flip else self(x)
-        if "gender_logit" in out:
-            out["gender_prob"] = 1.0 / (1.0 + np.exp(-out["gender_logit"]))
-        return out

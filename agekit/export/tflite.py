@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..models.registry import AgeModelCfg
-from .onnx import OUTPUT_NAMES, cfg_from_metadata, flip_tta, onnx_metadata
+from .onnx import OUTPUT_NAMES, AgeRunnerBase, cfg_from_metadata, onnx_metadata
 
 __all__ = ["export_tflite", "TfliteAgeModel", "metadata_path"]
 
@@ -56,7 +56,7 @@ def export_tflite(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *,
     return path
 
 
-class TfliteAgeModel:
+class TfliteAgeModel(AgeRunnerBase):
     """A ``.tflite`` export in the LiteRT interpreter, with :class:`~agekit.export.onnx.OnnxAgeModel`'s interface.
 
     The graph has batch 1, so a batch is run one image at a time.
@@ -95,11 +95,3 @@ class TfliteAgeModel:
             for n, idx in zip(self.output_names, self._out):
                 res[n].append(float(self.interpreter.get_tensor(idx).reshape(-1)[0]))
         return {n: np.asarray(v, dtype=np.float32) for n, v in res.items()}
-
-    def predict(self, x: np.ndarray | torch.Tensor, tta_flip: bool = False) -> dict[str, np.ndarray]:
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        out = flip_tta(self, x) if tta_flip else self(x)
-        if "gender_logit" in out:
-            out["gender_prob"] = 1.0 / (1.0 + np.exp(-out["gender_logit"]))
-        return out

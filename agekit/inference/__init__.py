@@ -8,13 +8,13 @@ from typing import Any
 
 __all__ = [
     "Predictor", "ImageResult", "FaceResult", "Detection", "FaceDetector", "DETECTORS", "create_detector",
-    "register_detector", "align_face", "TEMPLATE", "export_onnx", "load_backend", "ModelFileError", "summarize_timings",
+    "register_detector", "align_face", "TEMPLATE", "load_backend", "ModelFileError", "summarize_timings",
 ]
 
 _LAZY = {
     "Predictor": "predictor", "summarize_timings": "predictor", "ImageResult": "results", "FaceResult": "results",
     "Detection": "detectors", "FaceDetector": "detectors", "DETECTORS": "detectors", "create_detector": "detectors",
-    "register_detector": "detectors", "align_face": "align", "TEMPLATE": "align", "export_onnx": "backends",
+    "register_detector": "detectors", "align_face": "align", "TEMPLATE": "align",
     "load_backend": "backends", "ModelFileError": "backends",
 }
 

@@ -8,19 +8,17 @@ to a cache keyed by the file's content hash and reuses that file afterwards.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from ..models.registry import AgeModelCfg, get_model_cfg
-from .runtime import make_session
+from ..models.registry import AgeModelCfg
 
-__all__ = ["Backend", "TorchBackend", "OnnxBackend", "ModelFileError", "export_onnx", "load_backend",
-           "cfg_from_onnx", "default_cache_dir", "BACKENDS"]
+__all__ = ["Backend", "TorchBackend", "OnnxBackend", "ModelFileError", "load_backend", "cached_onnx",
+           "default_cache_dir", "BACKENDS"]
 
 BACKENDS = ("torch", "onnx")
 
@@ -76,95 +74,30 @@ class TorchBackend:
 class OnnxBackend:
     """An onnxruntime session on an ``.onnx`` file (or a ``.safetensors`` one, exported once and cached).
 
-    The model's cfg (input size, mean/std) travels inside the ONNX file's metadata (``agekit_cfg``,
-    written by :func:`export_onnx`), falling back to ``model_name`` for files that only name it.
+    A thin layer over :class:`agekit.export.onnx.OnnxAgeModel` (which reads the model's cfg from the
+    file's metadata) that turns load failures into :class:`ModelFileError`.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
                  cache_dir: str | Path | None = None) -> None:
+        from ..export.onnx import OnnxAgeModel
+
         path = _check_file(path)
         if path.suffix != ".onnx":
             path = cached_onnx(path, cache_dir)
         self.path = path
         try:
-            self.session = make_session(path, threads, device)
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
+            self.runner = OnnxAgeModel(path, threads=threads, device=device)
+        except Exception as e:  # noqa: BLE001 - onnxruntime and metadata parsing raise unrelated types
             raise ModelFileError(f"cannot load ONNX model {path}: {str(e).splitlines()[0]}") from None
-        self.cfg = cfg_from_onnx(self.session.get_modelmeta().custom_metadata_map, path)
-        names = [o.name for o in self.session.get_outputs()]
-        if "age" not in names or [i.name for i in self.session.get_inputs()] != ["input"]:
-            raise ModelFileError(f"{path}: expected input 'input' and outputs 'age'[, 'gender_logit'], got {names}")
+        self.cfg = self.runner.cfg
+        names = self.runner.output_names
         self.outputs = tuple(k for k in ("age", "gender_logit") if k in names)
+        if "age" not in names or self.runner.input_name != "input":
+            raise ModelFileError(f"{path}: expected input 'input' and outputs 'age'[, 'gender_logit'], got {names}")
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        res = self.session.run(list(self.outputs), {"input": np.ascontiguousarray(x, dtype=np.float32)})
-        return {k: v.reshape(-1) for k, v in zip(self.outputs, res)}
-
-
-def cfg_from_onnx(meta: dict[str, str], path: Path | str = "model") -> AgeModelCfg:
-    """The AgeModelCfg stored in an ONNX file's metadata (``agekit_cfg`` JSON or a registered ``model_name``)."""
-    if "agekit_cfg" in meta:
-        d = json.loads(meta["agekit_cfg"])
-        for k in ("input_size", "mean", "std", "age_range"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return AgeModelCfg(**d)
-    if "model_name" in meta:
-        try:
-            return get_model_cfg(json.loads(meta["model_name"]) if meta["model_name"].startswith('"') else meta["model_name"])
-        except KeyError as e:
-            raise ModelFileError(f"{path}: {e.args[0]}") from None
-    raise ModelFileError(f"{path}: ONNX file has no agekit metadata (agekit_cfg or model_name); export it with agekit")
-
-
-def export_onnx(model: Any, cfg: AgeModelCfg, path: str | Path, opset: int = 17) -> Path:
-    """Export an agekit model to ONNX: input "input" (B,3,H,W) float32, outputs "age"[, "gender_logit"] (B,).
-
-    Uses the TorchScript exporter (``dynamo=False``): torch 2.14 still ships it (with a
-    DeprecationWarning, silenced here) and for these small CNNs it takes ~1 s where the
-    torch.export-based exporter takes ~20 s, which matters because prediction exports on first use.
-    The cfg is stored in the metadata so the file is self-describing. Written to a temporary name
-    and renamed, so a half-written file is never used.
-    """
-    import warnings
-
-    import onnx
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
-    x = torch.zeros(1, *cfg.input_size)
-    with torch.inference_mode():
-        names = [k for k in ("age", "gender_logit") if k in model(x)]
-
-    class _Tuple(torch.nn.Module):  # ONNX outputs are positional; name them explicitly
-        def __init__(self, m: torch.nn.Module) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, inp: torch.Tensor):  # noqa: ANN202
-            out = self.m(inp)
-            return tuple(out[k] for k in names)
-
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                _Tuple(model), (x,), tmp, input_names=["input"], output_names=names, opset_version=opset,
-                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}, dynamo=False,
-            )
-        proto = onnx.load(tmp)
-        onnx.helper.set_model_props(proto, {"agekit_cfg": json.dumps(cfg.to_dict()), "model_name": cfg.name})
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return self.runner(x)
 
 
 def default_cache_dir() -> Path:
@@ -176,16 +109,27 @@ def default_cache_dir() -> Path:
 
 def cached_onnx(weights: Path, cache_dir: str | Path | None = None) -> Path:
     """ONNX export of an agekit weights file, made once per file content."""
+    from ..export.onnx import export_onnx
     from ..models import WeightsError, load_model
 
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     out = Path(cache_dir or default_cache_dir()).expanduser() / "onnx" / f"{weights.stem}-{digest}.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
     if not out.is_file():
         try:
-            model, cfg, _ = load_model(weights)
+            model, cfg, meta = load_model(weights)
         except WeightsError as e:
             raise ModelFileError(str(e)) from None
-        export_onnx(model, cfg, out)
+        # opset 17 uses the TorchScript exporter: ~1-2 s here vs ~15 s for the dynamo one, and
+        # prediction pays it on first use. Written to a temp name and renamed: never half a file.
+        fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
+        os.close(fd)
+        try:
+            export_onnx(model, cfg, tmp, opset=17, metadata=meta)
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return out
 
 
