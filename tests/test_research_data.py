@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from agekit.data.classification import (FASHION_MNIST_DIR, ClassificationDataset, build_classification_augment,
-                                        holdout_split, load_cifar100, load_classification, load_fashion_mnist,
-                                        read_idx)
+from agekit.data.classification import (
+    FASHION_MNIST_DIR,
+    ClassificationDataset,
+    build_classification_augment,
+    holdout_split,
+    load_cifar100,
+    load_classification,
+    load_fashion_mnist,
+    read_idx,
+)
 
 
 def write_tiny_cifar100(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> Path:
@@ -48,7 +55,8 @@ def test_cifar100_loader_on_tiny_official_format(tmp_path):
     assert d.train_x.shape == (40, 32, 32, 3) and d.test_x.shape == (20, 32, 32, 3) and d.train_x.dtype == np.uint8
     assert d.num_classes == 100 and d.classes[3] == "class3"
     assert d.train_y.tolist()[:5] == [0, 1, 2, 3, 4]
-    raw = pickle.load(open(root / "train", "rb"), encoding="bytes")[b"data"]
+    with open(root / "train", "rb") as f:
+        raw = pickle.load(f, encoding="bytes")[b"data"]
     # rows are the R plane, then G, then B (each 32x32 row-major)
     assert np.array_equal(d.train_x[7, :, :, 0].ravel(), raw[7, :1024])
     assert np.array_equal(d.train_x[7, :, :, 2].ravel(), raw[7, 2048:])

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from test_research_data import write_tiny_cifar100
 from typer.testing import CliRunner
 
 from agekit.cli.main import app
 from agekit.experiments.grid import expand_grid, load_grid, run_grid
 from agekit.training.config import ConfigError
-
-from test_research_data import write_tiny_cifar100
 
 REPO = Path(__file__).resolve().parents[1]
 GRIDS = sorted(p for p in (REPO / "configs" / "experiments").glob("*.yaml") if not p.name.startswith("_"))

@@ -23,9 +23,17 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 __all__ = [
-    "ClassificationData", "ClassificationDataset", "CLASSIFICATION_DATASETS", "FASHION_MNIST_DIR", "read_idx",
-    "load_fashion_mnist", "load_cifar100", "load_classification", "holdout_split", "build_classification_augment",
+    "CLASSIFICATION_DATASETS",
+    "FASHION_MNIST_DIR",
+    "ClassificationData",
+    "ClassificationDataset",
+    "build_classification_augment",
+    "holdout_split",
     "is_classification_dataset",
+    "load_cifar100",
+    "load_classification",
+    "load_fashion_mnist",
+    "read_idx",
 ]
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -95,10 +103,12 @@ def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, size: int = 32) -> 
 class _ArrayUnpickler(pickle.Unpickler):
     """Only numpy arrays and plain containers: a pickle from disk must not be able to run code."""
 
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"),
-                ("_codecs", "encode")}  # how Python 3 writes bytes in protocol-2 pickles
+    _ALLOWED = frozenset({
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes in protocol-2 pickles
+    })
 
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
@@ -158,7 +168,7 @@ def holdout_split(labels: np.ndarray, val_fraction: float = 0.1, seed: int = 0) 
     classes, counts = np.unique(labels, return_counts=True)
     exact = counts * val_fraction
     take = np.floor(exact).astype(int)
-    rest = int(round(len(labels) * val_fraction)) - int(take.sum())
+    rest = round(len(labels) * val_fraction) - int(take.sum())
     order = np.lexsort((rng.random(len(classes)), -(exact - take)))
     take[order[:rest]] += 1
     val = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]

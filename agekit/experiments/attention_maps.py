@@ -19,7 +19,7 @@ from torch import nn
 
 from ..models.attention import capture_attention
 
-__all__ = ["load_any_model", "received_attention", "attention_maps_for_images", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "attention_maps_for_images", "load_any_model", "received_attention"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

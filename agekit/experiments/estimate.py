@@ -26,7 +26,7 @@ import torch
 
 from .grid import RunSpec, expand_grid, load_grid, resolve_preset
 
-__all__ = ["estimate_grid", "RUN_OVERHEAD_S"]
+__all__ = ["RUN_OVERHEAD_S", "estimate_grid"]
 
 RUN_OVERHEAD_S = 12.0
 _CLS_SIZES = {"fashion_mnist": (60000, 10000), "cifar100": (50000, 10000)}  # official train / test sizes
@@ -46,7 +46,7 @@ def _split_sizes(run: RunSpec) -> tuple[int | None, int | None, int | None]:
 
             df = resolve_manifest(d.dataset, d.root, d.manifest, d.split_file, seed=run.config.trainer.seed)
             sizes = [int((df["split"] == s).sum()) for s in ("train", "val", "test")]
-        except Exception:  # noqa: BLE001 - data not present: fall back to the limits
+        except Exception:  # noqa: BLE001, S110 - data not present or unreadable: fall back to the limits
             pass
     limits = [d.limit_train, d.limit_val, d.limit_val]
     return tuple(l if n is None else (n if l is None else min(n, l)) for n, l in zip(sizes, limits))  # type: ignore
@@ -79,17 +79,17 @@ def _time_cell(run: RunSpec, repeats: int) -> dict[str, float]:
         module = module.to(memory_format=torch.channels_last)
     bs, size = cfg.data.batch_size, module.model_cfg.input_size[-1]
     x = torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8)
-    if task == "classification":
-        y = torch.randint(0, cfg.model.kwargs["num_classes"], (bs,))
-        loss_fn = lambda: module._loss(module(x)["logits"], y)  # noqa: E731
-    else:
-        age, gender, w = torch.rand(bs) * 80, torch.randint(0, 2, (bs,)), torch.ones(bs)
-        loss_fn = lambda: module._loss(module(x), age, gender, w)  # noqa: E731
-    opt = torch.optim.AdamW([p for p in module.parameters()], lr=1e-4)
+    y = torch.randint(0, int(cfg.model.kwargs.get("num_classes", 1)), (bs,))
+    age, gender, w = torch.rand(bs) * 80, torch.randint(0, 2, (bs,)), torch.ones(bs)
+    opt = torch.optim.AdamW(list(module.parameters()), lr=1e-4)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        if task == "classification":
+            loss = module._loss(module(x)["logits"], y)
+        else:
+            loss = module._loss(module(x), age, gender, w)
+        loss.backward()
         opt.step()
 
     ft = cfg.finetune

@@ -23,17 +23,27 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..training.config import ConfigError, TrainConfig
 
-__all__ = ["GridSpec", "CellSpec", "RunSpec", "load_grid", "expand_grid", "run_grid", "set_dotted", "resolve_preset",
-           "DEFAULT_OUT"]
+__all__ = [
+    "DEFAULT_OUT",
+    "CellSpec",
+    "GridSpec",
+    "RunSpec",
+    "expand_grid",
+    "load_grid",
+    "resolve_preset",
+    "run_grid",
+    "set_dotted",
+]
 
 DEFAULT_OUT = Path("runs/experiments")
 
@@ -59,7 +69,7 @@ class GridSpec(_Strict):
     cells: list[CellSpec]
 
     @model_validator(mode="after")
-    def _check(self) -> "GridSpec":
+    def _check(self) -> GridSpec:
         names = [c.name for c in self.cells]
         if len(set(names)) != len(names):
             raise ValueError("cell names must be unique")

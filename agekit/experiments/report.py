@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["summarize", "write_tables", "render_markdown", "cell_params", "METRICS"]
+__all__ = ["METRICS", "cell_params", "render_markdown", "summarize", "write_tables"]
 
 # task -> (test metric key, best-val key, label, scale for display, better)
 METRICS = {
@@ -91,8 +91,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# {summary['grid']} (preset `{summary['preset']}`, seeds {summary['seeds']})", ""]
     if summary["description"]:
         lines += [summary["description"].strip(), ""]
-    lines += [f"Test {label}, {better} is better: mean ± sample std (ddof=1) over seeds; the checkpoint of each run "
-              f"is the best on validation. Params added are relative to `{summary['baseline']}`.", ""]
+    lines += [(f"Test {label}, {better} is better: mean ± sample std (ddof=1) over seeds; the checkpoint of each run "
+               f"is the best on validation. Params added are relative to `{summary['baseline']}`."), ""]
     lines.append(f"| cell | model | test {label} | val {label} | params | params added | final gates | s/run |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -6,8 +6,8 @@ It reuses timm's ``Attention`` so the attention maps can be read with :func:`cap
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from timm.layers.cbam import CbamModule, SpatialAttn
@@ -16,7 +16,7 @@ from timm.layers.squeeze_excite import SEModule
 from timm.models.vision_transformer import Attention
 from torch import nn
 
-__all__ = ["GatedMHSA", "MECHANISMS", "create_attention", "capture_attention"]
+__all__ = ["MECHANISMS", "GatedMHSA", "capture_attention", "create_attention"]
 
 MECHANISMS = ("none", "mhsa", "se", "eca", "cbam", "spatial")
 

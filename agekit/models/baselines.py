@@ -12,7 +12,8 @@ All are trained from scratch (no 32 px / patch-4 ImageNet weights exist). Every 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from timm.models.mlp_mixer import MlpMixer
@@ -23,7 +24,7 @@ from .convnext_attn import ClassifierHead, ConvNeXtAttn
 from .convnext_vit import register_sizes
 from .registry import AgeModelCfg, get_model_cfg, register_age_model, strip_timm_kwargs
 
-__all__ = ["TimmClassifier", "count_params", "model_params", "match_width", "HEAD_CHOICES"]
+__all__ = ["HEAD_CHOICES", "TimmClassifier", "count_params", "match_width", "model_params"]
 
 HEAD_CHOICES = (1, 2, 3, 4, 6, 8, 12, 16)
 
@@ -122,7 +123,7 @@ def _target(target_params: int | None, match_model: str | None, match_kwargs: di
     return model_params(match_model, **kw)
 
 
-_CFG = dict(input_size=(3, 32, 32), task="classification", backbone_weights="none: trained from scratch")
+_CFG = {"input_size": (3, 32, 32), "task": "classification", "backbone_weights": "none: trained from scratch"}
 _VIT_TINY = AgeModelCfg(name="vit_tiny_p4_32", family="vit", backbone="vit (timm VisionTransformer)",
                         description="ViT-Tiny, patch 4 at 32 px, dim 192, depth 12, 3 heads", **_CFG)
 _MIXER_TINY = AgeModelCfg(name="mixer_tiny_p4_32", family="mixer", backbone="mixer (timm MlpMixer)",

@@ -8,7 +8,8 @@ backbone (regimes F0/F1/F2, :mod:`agekit.models.freezing`) leaves them and the h
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import timm
 import torch
@@ -19,7 +20,7 @@ from .convnext_vit import convnext_early_modules, register_sizes
 from .heads import AgeGenderHead
 from .registry import AgeModelCfg, strip_timm_kwargs
 
-__all__ = ["ConvNeXtAttn", "patch_cifar_stem", "parse_points", "ClassifierHead"]
+__all__ = ["ClassifierHead", "ConvNeXtAttn", "parse_points", "patch_cifar_stem"]
 
 
 def patch_cifar_stem(backbone: nn.Module) -> None:

@@ -16,7 +16,8 @@ backbone come from timm's hub when ``pretrained=True`` (online); offline the mod
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import timm
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 from .heads import AgeGenderHead
 from .registry import AgeModelCfg, register_age_model, strip_timm_kwargs
 
-__all__ = ["ConvNeXtViT", "ConvNeXtAge", "CONVNEXT_SIZES", "CONNECTORS", "register_sizes", "convnext_early_modules"]
+__all__ = ["CONNECTORS", "CONVNEXT_SIZES", "ConvNeXtAge", "ConvNeXtViT", "convnext_early_modules", "register_sizes"]
 
 CONVNEXT_SIZES = ("atto", "femto", "pico", "nano", "tiny", "small", "base")
 CONNECTORS = ("direct49", "split196")

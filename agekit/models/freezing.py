@@ -17,7 +17,7 @@ from typing import Any
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
 
-__all__ = ["REGIMES", "late_backbone_modules", "apply_regime", "regime_param_groups", "FreezingRegime"]
+__all__ = ["REGIMES", "FreezingRegime", "apply_regime", "late_backbone_modules", "regime_param_groups"]
 
 REGIMES = ("F0", "F1", "F2")
 

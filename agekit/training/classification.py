@@ -15,8 +15,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..data.classification import (CLASSIFICATION_DATASETS, ClassificationDataset, build_classification_augment,
-                                   holdout_split, load_classification)
+from ..data.classification import (
+    CLASSIFICATION_DATASETS,
+    ClassificationDataset,
+    build_classification_augment,
+    holdout_split,
+    load_classification,
+)
 from ..data.transforms import normalize
 from ..models import create_model, get_model_cfg
 from ..models.freezing import regime_param_groups
@@ -24,7 +29,7 @@ from ..models.registry import AgeModelCfg
 from .config import ConfigError, DataSection, TrainConfig
 from .schedules import build_scheduler
 
-__all__ = ["ClassificationModule", "ClassificationDataModule", "with_num_classes", "evaluate_classifier", "VAL_FRACTION"]
+__all__ = ["VAL_FRACTION", "ClassificationDataModule", "ClassificationModule", "evaluate_classifier", "with_num_classes"]
 
 VAL_FRACTION = 0.1  # share of train held out for checkpoint selection (attention paper)
 _SPLIT_SEED = 0  # fixed: every training seed selects on the same validation images
@@ -204,6 +209,6 @@ def evaluate_classifier(model_path: str, dataset: str, root: str | None = None, 
         correct.append((logits.argmax(1) == yb).numpy())
     hits = np.concatenate(correct).astype(np.float64)
     top1, lo, hi = bootstrap_ci(hits, n_boot=n_boot, seed=seed)
-    return {"model": str(model_path), "model_name": cfg.name, "dataset": dataset, "split": split, "n": int(len(hits)),
+    return {"model": str(model_path), "model_name": cfg.name, "dataset": dataset, "split": split, "n": len(hits),
             "top1": top1, "top1_ci95": [lo, hi], "top5": float(top5.compute()),
             "per_class_top1": {c: float(a) for c, a in zip(data.classes, per_class.compute().tolist())}}

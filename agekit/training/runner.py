@@ -87,7 +87,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     trainer = L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=t.strategy, precision=_precision(cfg), callbacks=callbacks,
-        logger=CSVLogger(out, name="logs"),  # version_N per (re)start: resume never overwrites logs default_root_dir=out,
+        logger=CSVLogger(out, name="logs"),  # version_N per (re)start: resume never overwrites logs
+        default_root_dir=out,
         log_every_n_steps=t.log_every_n_steps, limit_train_batches=t.limit_train_batches,
         enable_progress_bar=t.progress != "none", deterministic=False,
     )
