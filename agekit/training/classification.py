@@ -23,7 +23,7 @@ from ..data.classification import (
     load_classification,
 )
 from ..data.transforms import normalize
-from ..models import create_model, get_model_cfg
+from ..models import get_model_cfg
 from ..models.freezing import regime_param_groups
 from ..models.registry import AgeModelCfg
 from .config import ConfigError, DataSection, TrainConfig
@@ -56,8 +56,7 @@ class ClassificationModule(L.LightningModule):
         self.cfg = TrainConfig.model_validate(config)
         m = self.cfg.model
         self.model_cfg = get_model_cfg(m.name)
-        self.model = create_model(m.name, pretrained=m.pretrained and m.init_weights is None,
-                                  backbone_weights=m.backbone_weights, weights=m.init_weights, **m.kwargs)
+        self.model = m.build()
         fe = self.cfg.finetune.freeze_early_blocks  # kept frozen by TwoStageFinetuning (regime two_stage)
         self._early: list[torch.nn.Module] = self.model.early_modules(fe) if fe else []
         for mod in self._early:

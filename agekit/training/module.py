@@ -11,7 +11,7 @@ from torchmetrics.classification import BinaryAccuracy
 from ..data.batch_augment import BatchAugment
 from ..data.transforms import normalize
 from ..evaluation.metrics import CumulativeScore
-from ..models import create_model, get_model_cfg
+from ..models import get_model_cfg
 from .config import TrainConfig
 from .losses import age_loss, gender_loss
 from .schedules import build_scheduler
@@ -26,8 +26,7 @@ class AgeModule(L.LightningModule):
         self.cfg = TrainConfig.model_validate(config)
         m = self.cfg.model
         self.model_cfg = get_model_cfg(m.name)
-        self.model = create_model(m.name, pretrained=m.pretrained and m.init_weights is None,
-                                  backbone_weights=m.backbone_weights, weights=m.init_weights, **m.kwargs)
+        self.model = m.build()
         self._early = self.model.early_modules(self.cfg.finetune.freeze_early_blocks) if self.cfg.finetune.freeze_early_blocks else []
         for mod in self._early:
             mod.requires_grad_(False)
