@@ -23,9 +23,9 @@ from ..data.classification import (
     load_classification,
 )
 from ..data.transforms import normalize
-from ..models import get_model_cfg
 from ..models.freezing import regime_param_groups
 from ..models.registry import AgeModelCfg
+from .module import ConfiguredModule
 from .config import ConfigError, DataSection, TrainConfig
 from .schedules import build_scheduler
 
@@ -49,32 +49,17 @@ def with_num_classes(cfg: TrainConfig) -> TrainConfig:
     return TrainConfig.model_validate(raw)
 
 
-class ClassificationModule(L.LightningModule):
+class ClassificationModule(ConfiguredModule):
     def __init__(self, config: dict[str, Any]) -> None:
-        super().__init__()
-        self.save_hyperparameters({"config": config})
-        self.cfg = TrainConfig.model_validate(config)
+        super().__init__(config)
         m = self.cfg.model
-        self.model_cfg = get_model_cfg(m.name)
-        self.model = m.build()
-        fe = self.cfg.finetune.freeze_early_blocks  # kept frozen by TwoStageFinetuning (regime two_stage)
-        self._early: list[torch.nn.Module] = self.model.early_modules(fe) if fe else []
-        for mod in self._early:
-            mod.requires_grad_(False)
         n = int(m.kwargs.get("num_classes") or CLASSIFICATION_DATASETS[self.cfg.data.dataset])
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes=n, top_k=min(5, n), average="micro")
 
-    @property
-    def backbone(self) -> torch.nn.Module:
-        return self.model.backbone
-
     def forward(self, x_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = normalize(x_uint8, self.model_cfg)
-        if self.cfg.trainer.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        return self.model(self.prepare_input(x_uint8))
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.cfg.loss.label_smoothing)

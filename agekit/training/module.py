@@ -16,26 +16,23 @@ from .config import TrainConfig
 from .losses import age_loss, gender_loss
 from .schedules import build_scheduler
 
-__all__ = ["AgeModule"]
+__all__ = ["AgeModule", "ConfiguredModule"]
 
 
-class AgeModule(L.LightningModule):
+class ConfiguredModule(L.LightningModule):
+    """What every agekit LightningModule shares: config -> model, frozen early blocks, input prep."""
+
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config})
         self.cfg = TrainConfig.model_validate(config)
-        m = self.cfg.model
-        self.model_cfg = get_model_cfg(m.name)
-        self.model = m.build()
-        self._early = self.model.early_modules(self.cfg.finetune.freeze_early_blocks) if self.cfg.finetune.freeze_early_blocks else []
+        self.model_cfg = get_model_cfg(self.cfg.model.name)
+        self.model = self.cfg.model.build()
+        fe = self.cfg.finetune.freeze_early_blocks  # kept frozen by the fine-tuning callbacks
+        self._early: list[torch.nn.Module] = self.model.early_modules(fe) if fe else []
         for mod in self._early:
             mod.requires_grad_(False)
-        self.augment = BatchAugment() if self.cfg.data.augment == "default" else None
-        k = self.cfg.eval.cs_k
-        self.val_mae, self.val_cs, self.val_gacc = MeanAbsoluteError(), CumulativeScore(k), BinaryAccuracy()
-        self.test_mae, self.test_cs, self.test_gacc = MeanAbsoluteError(), CumulativeScore(k), BinaryAccuracy()
 
-    # -- model plumbing -------------------------------------------------------------------------
     @property
     def backbone(self) -> torch.nn.Module:
         return self.model.backbone
@@ -47,10 +44,23 @@ class AgeModule(L.LightningModule):
             mod.eval()
         return self
 
-    def forward(self, x_uint8: torch.Tensor, tta_flip: bool = False) -> dict[str, torch.Tensor]:
+    def prepare_input(self, x_uint8: torch.Tensor) -> torch.Tensor:
         x = normalize(x_uint8, self.model_cfg)
         if self.cfg.trainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+class AgeModule(ConfiguredModule):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.augment = BatchAugment() if self.cfg.data.augment == "default" else None
+        k = self.cfg.eval.cs_k
+        self.val_mae, self.val_cs, self.val_gacc = MeanAbsoluteError(), CumulativeScore(k), BinaryAccuracy()
+        self.test_mae, self.test_cs, self.test_gacc = MeanAbsoluteError(), CumulativeScore(k), BinaryAccuracy()
+
+    def forward(self, x_uint8: torch.Tensor, tta_flip: bool = False) -> dict[str, torch.Tensor]:
+        x = self.prepare_input(x_uint8)
         out = self.model(x)
         if tta_flip:
             out2 = self.model(torch.flip(x, dims=[3]))
