@@ -146,3 +146,13 @@ def test_lds_weights_favour_rare_ages():
     assert w.mean() == pytest.approx(1.0, abs=1e-5)
     assert w[ages == 90].min() > w[ages == 5].max() > w[ages == 25].max()
     assert np.allclose(w[ages == 25], w[ages == 25][0])
+
+
+def test_lds_reweighting_sqrt_inv_is_gentler_than_inverse():
+    ages = np.array([25] * 900 + [90] * 1, dtype=float)
+    sq, inv = lds_weights(ages, reweight="sqrt_inv"), lds_weights(ages, reweight="inverse")
+    assert sq.mean() == pytest.approx(1.0, abs=1e-5) and inv.mean() == pytest.approx(1.0, abs=1e-5)
+    ratio = lambda w: w[ages == 90][0] / w[ages == 25][0]  # noqa: E731
+    assert 1 < ratio(sq) < ratio(inv)  # inverse clips counts to [5, 1000]; sqrt_inv takes square roots
+    with pytest.raises(ValueError, match="reweighting"):
+        lds_weights(ages, reweight="log")

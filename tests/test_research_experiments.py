@@ -27,7 +27,7 @@ def _cls_grid(tmp: Path) -> Path:
         "name": "tiny_cls", "description": "two cells on tiny CIFAR-100-format data", "baseline": "none",
         "base": {
             "model": {"name": "convnext_attn_atto", "pretrained": False, "kwargs": {"points": "p3", "num_heads": 2}},
-            "data": {"dataset": "cifar100", "root": str(root), "batch_size": 8, "limit_train": 16, "limit_val": 8},
+            "data": {"dataset": "cifar100", "root": str(root), "batch_size": 8, "limit_train": 16, "limit_val": 8, "limit_test": 8},
             "loss": {"label_smoothing": 0.1},
             "optim": {"lr": 0.002, "backbone_lr_ratio": 1.0},
             "finetune": {"regime": "F1", "head_epochs": 0},
@@ -91,11 +91,18 @@ def test_classification_grid_end_to_end_via_cli(tmp_path):
     assert r.exit_code == 0, r.output
     heat = Image.open(tmp_path / "maps" / "img" / "attn.p3_heatmap.png")
     assert heat.size == (40, 40) and (tmp_path / "maps" / "img" / "attn.p3_overlay.png").is_file()
-    r = runner.invoke(app, ["eval-classifier", str(model_file), "--data", "cifar100", "--root",
+    r = runner.invoke(app, ["eval", str(model_file), "--data", "cifar100", "--root",
                             str(tmp_path / "cifar-100-python"), "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     ev = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert ev["n"] == 20 and 0 <= ev["top1"] <= 1 and len(ev["per_class_top1"]) == 100
+    r = runner.invoke(app, ["eval", str(model_file), "--data", "utkface"])
+    assert r.exit_code != 0 and "is a classifier" in r.output
+    # export: the logits output, with parity checked on the dataset's test images
+    r = runner.invoke(app, ["export", str(model_file), "--out", str(tmp_path / "cls.onnx"), "--check-data", "cifar100",
+                            "--root", str(tmp_path / "cifar-100-python"), "--n-check", "8"])
+    assert r.exit_code == 0, r.output
+    assert "class probability" in r.output and "same top-1 class on 100.0% of 8" in r.output
     r = runner.invoke(app, ["attention-maps", str(out / "none" / "seed0" / "model.safetensors"), str(img)])
     assert r.exit_code != 0 and "no MHSA" in r.output
 
@@ -144,8 +151,8 @@ def test_shipped_grids_expand_to_valid_configs(grid):
         for run in runs:
             c = run.config
             if preset == "cpu":  # offline, small
-                assert not c.model.pretrained and c.trainer.max_epochs <= 3 and c.data.limit_train <= 4000
-                assert c.model.name.endswith(("_atto", "_atto_128", "_p4_32"))
+                assert not c.model.pretrained and c.trainer.max_epochs <= 4 and c.data.limit_train <= 8000
+                assert c.model.name.endswith(("_atto", "_atto_96", "_p4_32"))
             else:
                 assert c.model.name.endswith(("_tiny", "_p4_32"))
 

@@ -27,7 +27,10 @@ def eval_cmd(
     seed: int = typer.Option(0, help="bootstrap / subset seed"),
     limit: Optional[int] = typer.Option(None, min=1, help="score a random subset of this many images (quick look)"),
 ) -> None:
-    """Evaluate MODEL: MAE, CS@k, gender accuracy with 95% bootstrap CIs; per age bin, gender, race."""
+    """Evaluate MODEL: MAE, CS@k, gender accuracy with 95% bootstrap CIs; per age bin, gender, race.
+
+    A classifier (research grids) on fashion_mnist / cifar100 gets top-1 (95% CI), top-5 and per-class top-1.
+    """
     from ..data.manifest import ManifestError
     from ..evaluation.evaluate import evaluate
     from ..evaluation.report import results_table, write_report
@@ -39,6 +42,8 @@ def eval_cmd(
     if not model.is_file():
         fail(f"model file not found: {model}")
     out = out or Path("runs/eval") / f"{model.stem}-{Path(data).stem}-{split}"
+    if _is_classifier(model, data):
+        return _eval_classifier(model, data, root, split, out, limit, batch_size, n_boot, seed)
     try:
         with console.status(f"evaluating {model.name} on {data}/{split} ..."):
             res = evaluate(model, data, split, root, cs_k=cs_k, batch_size=batch_size, tta_flip=tta, backend=backend,
@@ -53,3 +58,40 @@ def eval_cmd(
         console.print(f"training run reported test/mae {tm['test/mae']:.3f}", highlight=False)
     console.print(f"report: {files['report']}  results: {files['results']}  predictions: {files['predictions']}",
                   highlight=False)
+
+
+def _is_classifier(model: Path, data: str) -> bool:
+    from ..data.classification import is_classification_dataset
+    from ..models.registry import get_model_cfg, is_model
+    from ..models.weights import WeightsError, read_metadata
+
+    if is_classification_dataset(data):
+        return True
+    try:
+        name = read_metadata(model).get("model_name", "") if model.suffix == ".safetensors" else ""
+    except WeightsError:
+        return False  # evaluate() reports the unreadable file
+    return bool(name) and is_model(name) and get_model_cfg(name).task == "classification"
+
+
+def _eval_classifier(model: Path, data: str, root: str | None, split: str, out: Path, limit: int | None,
+                     batch_size: int, n_boot: int, seed: int) -> None:
+    import json
+
+    from ..data.classification import CLASSIFICATION_DATASETS
+    from ..models.weights import WeightsError
+    from ..training.classification import evaluate_classifier
+    from .main import console, fail
+
+    if data not in CLASSIFICATION_DATASETS:
+        fail(f"{model.name} is a classifier: --data must be one of {', '.join(CLASSIFICATION_DATASETS)}, not {data!r}")
+    try:
+        res = evaluate_classifier(str(model), data, root, split, batch_size, limit, seed=seed, n_boot=n_boot)
+    except (FileNotFoundError, ValueError, WeightsError) as e:
+        fail(str(e).strip("'\""))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    lo, hi = res["top1_ci95"]
+    console.print(f"{res['model_name']} on {data}/{split} (n={res['n']}): top-1 {100 * res['top1']:.2f}% "
+                  f"[{100 * lo:.2f}, {100 * hi:.2f}], top-5 {100 * res['top5']:.2f}%", highlight=False)
+    console.print(f"results: {out / 'results.json'}", highlight=False)

@@ -17,15 +17,16 @@ def export_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output file (default: MODEL with the format's suffix)"),
     opset: Optional[int] = typer.Option(None, help="ONNX opset (default 18; below 18 uses the TorchScript exporter)"),
     check_data: Optional[str] = typer.Option(
-        None, "--check-data", help="parity inputs: utkface, a manifest, a folder of face crops, an image, random "
-        "or none (default: utkface when ../shared/data/UTKFace exists, else random)"),
+        None, "--check-data", help="parity inputs: utkface, a manifest, a folder of face crops, an image, fashion_mnist or "
+        "cifar100 (classifiers), random or none (default: the model's own dataset when it is here, else random)"),
     root: Optional[str] = typer.Option(None, help="dataset folder when --check-data names a dataset"),
     n_check: int = typer.Option(64, "--n-check", min=1, help="how many crops to compare"),
     tolerance: float = typer.Option(0.1, help="max allowed |age difference| in years"),
     prob_tolerance: float = typer.Option(0.01, help="max allowed |P(female) difference|"),
     cache_dir: Path = typer.Option(Path("cache"), help="crop cache folder"),
 ) -> None:
-    """Export MODEL (ONNX: input 'input' float32 NCHW normalised, outputs 'age', 'gender_logit') and check parity."""
+    """Export MODEL (ONNX: input 'input' float32 NCHW normalised; outputs 'age', 'gender_logit', or 'logits' for
+    a classifier) and check parity with PyTorch."""
     from rich.table import Table
 
     from ..export.exporter import ExportError, export_model, get_format, load_exported
@@ -53,17 +54,40 @@ def export_cmd(
     from ..export.parity import check_parity, parity_inputs
 
     ref = TorchAgeModel.load(model)
+    check_data, root = _default_check_data(ref, check_data, root)
     try:
         x, source = parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir, margin=ref.crop_margin)
     except (FileNotFoundError, ValueError, KeyError) as e:
         fail(f"parity inputs: {str(e).strip(chr(39))}")
     rep = check_parity(ref, load_exported(res.path, fmt.name), x, source, tolerance, prob_tolerance)
     t = Table("check", "max |diff|", "mean |diff|", "tolerance", "ok", title=f"parity {fmt.name} vs PyTorch on {source}")
-    t.add_row("age (years)", f"{rep.max_age_diff:.2e}", f"{rep.mean_age_diff:.2e}", f"{tolerance:g}",
-              "yes" if rep.max_age_diff <= tolerance else "[red]NO[/]")
-    t.add_row("P(female)", f"{rep.max_gender_prob_diff:.2e}", "", f"{prob_tolerance:g}",
-              "[red]NO[/]" if rep.max_gender_prob_diff > prob_tolerance else "yes")
+
+    def row(name: str, diff: float, mean: str, tol: float) -> None:
+        if diff == diff:  # not NaN: the model has this output
+            t.add_row(name, f"{diff:.2e}", mean, f"{tol:g}", "yes" if diff <= tol else "[red]NO[/]")
+
+    row("age (years)", rep.max_age_diff, f"{rep.mean_age_diff:.2e}", tolerance)
+    row("P(female)", rep.max_gender_prob_diff, "", prob_tolerance)
+    row("class probability", rep.max_class_prob_diff, "", prob_tolerance)
     console.print(t)
+    if rep.top1_agreement == rep.top1_agreement:
+        console.print(f"same top-1 class on {100 * rep.top1_agreement:.1f}% of {rep.n} inputs", highlight=False)
     if not rep.passed:
-        fail(f"parity check failed: the {fmt.name} file differs from PyTorch by up to {rep.max_age_diff:.3g} years / "
-             f"{rep.max_gender_prob_diff:.3g} in P(female) (tolerance {tolerance:g} / {prob_tolerance:g})", code=1)
+        worst = (f"{rep.max_class_prob_diff:.3g} in class probability" if ref.cfg.task == "classification"
+                 else f"{rep.max_age_diff:.3g} years / {rep.max_gender_prob_diff:.3g} in P(female)")
+        fail(f"parity check failed: the {fmt.name} file differs from PyTorch by up to {worst} "
+             f"(tolerance {tolerance:g} / {prob_tolerance:g})", code=1)
+
+
+def _default_check_data(ref, check_data: str | None, root: str | None) -> tuple[str | None, str | None]:
+    """A classifier is checked on test images of the dataset it was trained on, when they are here."""
+    from ..data.classification import FASHION_MNIST_DIR, is_classification_dataset
+
+    if check_data is not None or ref.cfg.task != "classification":
+        return check_data, root
+    d = (ref.meta.get("train_config") or {}).get("data") or {}
+    name, data_root = d.get("dataset", ""), root or d.get("root")
+    if not is_classification_dataset(name):
+        return None, root
+    where = data_root or (FASHION_MNIST_DIR if name == "fashion_mnist" else None)
+    return (name, data_root) if where and Path(where).exists() else (None, root)

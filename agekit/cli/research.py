@@ -1,5 +1,5 @@
 """Research commands: `agekit experiment run|estimate|list|report`, `agekit attention-maps`, `agekit params`,
-`agekit eval-classifier` (logic in agekit.experiments and agekit.training.classification)."""
+(classifiers are scored by `agekit eval`; logic in agekit.experiments and agekit.training.classification)."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(experiment_app, name="experiment")
     app.command("attention-maps")(attention_maps_cmd)
     app.command("params")(params_cmd)
-    app.command("eval-classifier")(eval_classifier_cmd)
 
 
 def _overrides(items: list[str] | None) -> dict:
@@ -170,29 +169,3 @@ def params_cmd(
             fail(str(e).strip("'\""))
         table.add_row(n, cfg.task, "x".join(map(str, cfg.input_size[1:])), f"{p:,}")
     console.print(table)
-
-
-def eval_classifier_cmd(
-    model: Path = typer.Argument(..., help="classifier model.safetensors (or .ckpt)"),
-    data: str = typer.Option(..., "--data", "-d", help="fashion_mnist or cifar100"),
-    root: Optional[str] = typer.Option(None, help="dataset folder (cifar-100-python; Fashion-MNIST defaults to the Debian package)"),
-    split: str = typer.Option("test", help="test, val (held-out 10% of train) or train"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write results.json here"),
-    limit: Optional[int] = typer.Option(None, min=1),
-    batch_size: int = typer.Option(256, min=1),
-) -> None:
-    """Top-1 accuracy (95% bootstrap CI), top-5 and per-class top-1 of a classification model."""
-    from ..models.weights import WeightsError
-    from ..training.classification import evaluate_classifier
-    from .main import console, fail
-
-    try:
-        res = evaluate_classifier(str(model), data, root, split, batch_size, limit)
-    except (FileNotFoundError, ValueError, WeightsError) as e:
-        fail(str(e))
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(res, indent=2))
-    lo, hi = res["top1_ci95"]
-    console.print(f"{res['model_name']} on {data}/{split} (n={res['n']}): top-1 {100 * res['top1']:.2f}% "
-                  f"[{100 * lo:.2f}, {100 * hi:.2f}], top-5 {100 * res['top5']:.2f}%", highlight=False)

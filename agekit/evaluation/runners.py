@@ -10,7 +10,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from ..export.onnx import AgeRunnerBase, OnnxAgeModel, export_onnx
+from ..export.onnx import AgeRunnerBase, OnnxAgeModel, export_onnx, per_sample
 from ..models import load_model
 from ..models.registry import AgeModelCfg
 
@@ -46,7 +46,7 @@ class TorchAgeModel(AgeRunnerBase):
     def __call__(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if isinstance(x, np.ndarray) else x.float()
         with torch.inference_mode():
-            return {k: v.float().cpu().numpy().reshape(len(xt)) for k, v in self.model(xt).items()}
+            return {k: per_sample(v.float().cpu().numpy(), len(xt)) for k, v in self.model(xt).items()}
 
 
 class _OnnxRunner(OnnxAgeModel):

@@ -48,7 +48,7 @@ def _split_sizes(run: RunSpec) -> tuple[int | None, int | None, int | None]:
             sizes = [int((df["split"] == s).sum()) for s in ("train", "val", "test")]
         except Exception:  # noqa: BLE001, S110 - data not present or unreadable: fall back to the limits
             pass
-    limits = [d.limit_train, d.limit_val, d.limit_val]
+    limits = [d.limit_train, d.limit_val, d.limit_test]
     return tuple(l if n is None else (n if l is None else min(n, l)) for n, l in zip(sizes, limits))  # type: ignore
 
 

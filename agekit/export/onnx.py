@@ -20,10 +20,10 @@ from torch import nn
 from ..models.registry import AgeModelCfg, get_model_cfg, is_model
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "DEFAULT_OPSET", "export_onnx", "onnx_metadata", "read_onnx_metadata",
-           "cfg_from_metadata", "AgeRunnerBase", "OnnxAgeModel", "flip_tta"]
+           "cfg_from_metadata", "AgeRunnerBase", "OnnxAgeModel", "flip_tta", "per_sample"]
 
 INPUT_NAME = "input"
-OUTPUT_NAMES = ("age", "gender_logit")
+OUTPUT_NAMES = ("age", "gender_logit", "logits")  # logits: classifiers (research grids)
 DEFAULT_OPSET = 18  # the torch.export-based exporter's lowest native opset
 METADATA_VERSION = "1"
 
@@ -49,7 +49,9 @@ def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None) -> di
         "age_range": json.dumps(list(age_range)),
         "crop_margin": json.dumps(margin),
         "input_format": "float32 NCHW RGB, x = (pixel/255 - mean) / std, face crop resized to input_size",
-        "outputs": "age: years (B,); gender_logit: (B,), sigmoid = P(female)",
+        "task": cfg.task,
+        "outputs": ("logits: (B, classes)" if cfg.task == "classification"
+                    else "age: years (B,); gender_logit: (B,), sigmoid = P(female)"),
     }
     for key in ("val_mae", "epoch"):
         if meta.get(key) is not None:
@@ -98,7 +100,8 @@ def export_onnx(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *, opset: 
     del proto.metadata_props[:]
     for k, v in onnx_metadata(cfg, metadata).items():
         proto.metadata_props.add(key=k, value=v)
-    proto.doc_string = f"agekit {cfg.name}: face crop -> age (years), gender_logit (>0 female)"
+    proto.doc_string = (f"agekit {cfg.name}: image -> class logits" if cfg.task == "classification"
+                        else f"agekit {cfg.name}: face crop -> age (years), gender_logit (>0 female)")
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
@@ -132,7 +135,13 @@ def cfg_from_metadata(md: Mapping[str, str]) -> AgeModelCfg:
         fields["age_range"] = tuple(json.loads(md["age_range"]))
     if is_model(name):
         return replace(get_model_cfg(name), **fields)
-    return AgeModelCfg(name=name, family=md.get("family", "onnx"), **fields)
+    return AgeModelCfg(name=name, family=md.get("family", "onnx"), task=md.get("task", "age"), **fields)
+
+
+def per_sample(out: Any, n: int) -> np.ndarray:
+    """(B,) for per-face outputs (age, gender_logit), (B, C) for class logits."""
+    out = np.asarray(out)
+    return out.reshape(n) if out.size == n else out.reshape(n, -1)
 
 
 def flip_tta(call, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -182,5 +191,5 @@ class OnnxAgeModel(AgeRunnerBase):
             x = x.detach().cpu().numpy()
         x = np.ascontiguousarray(x, dtype=np.float32)
         outs = self.session.run(self.output_names, {self.input_name: x})
-        return {n: np.asarray(o).reshape(len(x)) for n, o in zip(self.output_names, outs)}
+        return {n: per_sample(o, len(x)) for n, o in zip(self.output_names, outs)}
 

@@ -34,11 +34,16 @@ class ParityReport:
     max_gender_prob_diff: float  # probability, 0..1 (NaN without a gender head)
     age_tolerance: float
     prob_tolerance: float
+    max_class_prob_diff: float = float("nan")  # classifiers: largest |softmax difference| (NaN for age models)
+    top1_agreement: float = float("nan")  # classifiers: share of inputs with the same predicted class
 
     @property
     def passed(self) -> bool:
-        ok_prob = np.isnan(self.max_gender_prob_diff) or self.max_gender_prob_diff <= self.prob_tolerance
-        return bool(self.max_age_diff <= self.age_tolerance and ok_prob)
+        def within(diff: float, tol: float) -> bool:  # NaN: the output does not exist in this model
+            return bool(np.isnan(diff) or diff <= tol)
+
+        return (within(self.max_age_diff, self.age_tolerance) and within(self.max_gender_prob_diff, self.prob_tolerance)
+                and within(self.max_class_prob_diff, self.prob_tolerance))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -57,8 +62,11 @@ def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, 
     are sampled (seeded) and cropped through the crop cache; a folder of face crops or one image.
     ``None`` means UTKFace when its folder exists, else random inputs.
     """
+    from ..data.classification import is_classification_dataset
     from ..evaluation.evaluate import default_root, load_eval_table
 
+    if cfg.task == "classification" or is_classification_dataset(str(check_data)):
+        return _classification_inputs(check_data, cfg, n, root, seed)
     fallback = ""
     if check_data is None:
         r = root or default_root("utkface")
@@ -86,21 +94,55 @@ def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, 
     return x, f"{len(x)} {split} crops of {name}"
 
 
+def _classification_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int, root: str | Path | None,
+                           seed: int) -> tuple[np.ndarray, str]:
+    """Test images of a classification dataset (``fashion_mnist``, ``cifar100``), or random inputs."""
+    from ..data.classification import ClassificationDataset, is_classification_dataset, load_classification
+
+    if check_data is None or str(check_data) == "random":
+        return _random(cfg, n, seed), f"{n} random normal inputs" + (
+            " (pass --check-data fashion_mnist or cifar100 for real images)" if check_data is None else "")
+    if not is_classification_dataset(str(check_data)):
+        raise ValueError(f"{cfg.name} is a classifier: --check-data must be fashion_mnist, cifar100 or random, "
+                         f"not {check_data!r}")
+    data = load_classification(str(check_data), root)
+    idx = np.sort(np.random.default_rng(seed).choice(len(data.test_y), min(n, len(data.test_y)), replace=False))
+    ds = ClassificationDataset(data.test_x, data.test_y, idx, cfg.input_size[-1])
+    x = normalize(torch.stack([ds[i][0] for i in range(len(ds))]), cfg).numpy()
+    return x, f"{len(x)} test images of {check_data}"
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
 
 
 def check_parity(reference, candidate, x: np.ndarray, source: str = "", age_tolerance: float = 0.1,
                  prob_tolerance: float = 0.01, batch_size: int = 16) -> ParityReport:
-    """Run both runners (``runner(x) -> {"age", "gender_logit"}``) on ``x`` without TTA and compare."""
-    ref_age, cand_age, ref_p, cand_p = [], [], [], []
+    """Run both runners (``runner(x) -> {"age", "gender_logit"}`` or ``{"logits"}``) on ``x`` without TTA
+    and compare every output they share: age in years, P(female), class probabilities."""
+    outs: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for s in range(0, len(x), batch_size):
         xb = np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32)
         a, b = reference(xb), candidate(xb)
-        ref_age.append(a["age"]), cand_age.append(b["age"])
-        if "gender_logit" in a and "gender_logit" in b:
-            ref_p.append(_sigmoid(a["gender_logit"])), cand_p.append(_sigmoid(b["gender_logit"]))
-    d_age = np.abs(np.concatenate(ref_age).astype(np.float64) - np.concatenate(cand_age))
-    d_p = np.abs(np.concatenate(ref_p) - np.concatenate(cand_p)) if ref_p else np.array([np.nan])
+        for k in set(a) & set(b):
+            outs.setdefault(k, ([], []))
+            outs[k][0].append(np.asarray(a[k], dtype=np.float64)), outs[k][1].append(np.asarray(b[k], dtype=np.float64))
+    if not outs:
+        raise ValueError("the two models share no output to compare")
+    ref = {k: np.concatenate(v[0]) for k, v in outs.items()}
+    cand = {k: np.concatenate(v[1]) for k, v in outs.items()}
+    nan = np.array([np.nan])
+    d_age = np.abs(ref["age"] - cand["age"]) if "age" in ref else nan
+    d_p = np.abs(_sigmoid(ref["gender_logit"]) - _sigmoid(cand["gender_logit"])) if "gender_logit" in ref else nan
+    d_cls, agree = nan, float("nan")
+    if "logits" in ref:
+        d_cls = np.abs(_softmax(ref["logits"]) - _softmax(cand["logits"]))
+        agree = float((ref["logits"].argmax(-1) == cand["logits"].argmax(-1)).mean())
     return ParityReport(len(x), source, float(d_age.max()), float(d_age.mean()), float(d_p.max()),
-                        age_tolerance, prob_tolerance)
+                        age_tolerance, prob_tolerance, float(d_cls.max()), agree)

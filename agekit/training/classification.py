@@ -131,7 +131,7 @@ class ClassificationDataModule(L.LightningDataModule):
             return np.sort(rng.choice(idx, n, replace=False)) if n is not None and n < len(idx) else idx
 
         self.idx = {"train": limit(train_idx, d.limit_train), "val": limit(val_idx, d.limit_val),
-                    "test": limit(np.arange(len(self.data.test_y)), d.limit_val)}
+                    "test": limit(np.arange(len(self.data.test_y)), d.limit_test)}
         if len(self.idx["train"]) == 0 or len(self.idx["val"]) == 0:
             raise ValueError(f"{d.dataset}: too few images for a train set and a {VAL_FRACTION:.0%} validation set")
 
@@ -168,7 +168,7 @@ def evaluate_classifier(model_path: str, dataset: str, root: str | None = None, 
 
     model, cfg = load_any_model(model_path)
     if cfg.task != "classification":
-        raise ValueError(f"{cfg.name} is an age model; use `agekit eval`")
+        raise ValueError(f"{cfg.name} is an age model; it cannot be scored on {dataset} (use --data utkface or a manifest)")
     data = load_classification(dataset, root)
     if split == "test":
         x, y, idx = data.test_x, data.test_y, np.arange(len(data.test_y))

@@ -54,6 +54,7 @@ class DataSection(_Strict):
     crop_margin: float = Field(0.4, ge=0.0)
     limit_train: int | None = Field(None, ge=1)  # subsample (tests, quick runs)
     limit_val: int | None = Field(None, ge=1)
+    limit_test: int | None = Field(None, ge=1)  # None: the whole test split, so scores stay comparable
 
 
 class LossSection(_Strict):
@@ -64,6 +65,7 @@ class LossSection(_Strict):
     lds_kernel: Literal["gaussian", "triang", "laplace"] = "gaussian"
     lds_ks: int = Field(5, ge=1)
     lds_sigma: float = Field(2.0, gt=0)
+    lds_reweight: Literal["sqrt_inv", "inverse"] = "sqrt_inv"  # as in the LDS reference code
 
 
 class OptimSection(_Strict):

@@ -32,7 +32,7 @@ class AgeDataModule(L.LightningDataModule):
         self.df, self.crops, self.ok = df, crops, ok
         rng = np.random.default_rng(self.cfg.trainer.seed)
         self.idx = {}
-        for split, limit in (("train", d.limit_train), ("val", d.limit_val), ("test", d.limit_val)):
+        for split, limit in (("train", d.limit_train), ("val", d.limit_val), ("test", d.limit_test)):
             idx = np.flatnonzero((df["split"] == split).to_numpy() & ok)
             if limit is not None and limit < len(idx):
                 idx = np.sort(rng.choice(idx, limit, replace=False))
@@ -47,7 +47,7 @@ class AgeDataModule(L.LightningDataModule):
         weights = None
         if split == "train" and self.cfg.loss.age == "weighted_mse":
             l = self.cfg.loss
-            weights = lds_weights(sub["age"].to_numpy(), l.lds_kernel, l.lds_ks, l.lds_sigma)
+            weights = lds_weights(sub["age"].to_numpy(), l.lds_kernel, l.lds_ks, l.lds_sigma, reweight=l.lds_reweight)
         # Training batches are augmented after collation by the LightningModule (BatchAugment).
         return FaceCropDataset(self.crops, idx, sub["age"].to_numpy(), genders, weights)
 
