@@ -131,8 +131,9 @@ def check_parity(reference, candidate, x: np.ndarray, source: str = "", age_tole
         xb = np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32)
         a, b = reference(xb), candidate(xb)
         for k in set(a) & set(b):
-            outs.setdefault(k, ([], []))
-            outs[k][0].append(np.asarray(a[k], dtype=np.float64)), outs[k][1].append(np.asarray(b[k], dtype=np.float64))
+            ref_parts, cand_parts = outs.setdefault(k, ([], []))
+            ref_parts.append(np.asarray(a[k], dtype=np.float64))
+            cand_parts.append(np.asarray(b[k], dtype=np.float64))
     if not outs:
         raise ValueError("the two models share no output to compare")
     ref = {k: np.concatenate(v[0]) for k, v in outs.items()}
