@@ -51,12 +51,17 @@ def test_eval_writes_consistent_results(eval_run, utk_manifest: Path):
     assert r["settings"]["n_boot"] == 1000
 
     pred = pd.read_csv(out / "predictions.csv")
-    assert list(pred.columns[:5]) == ["path", "age", "pred", "gender", "gender_prob"] and len(pred) == n_test
+    assert list(pred.columns[:7]) == ["path", "age", "pred", "gender", "p_female", "pred_gender", "gender_prob"]
+    assert len(pred) == n_test
+    # one meaning of gender_prob everywhere: the probability of the reported gender, as in `agekit predict`
+    female = pred["p_female"] > 0.5
+    assert (pred["pred_gender"] == np.where(female, "female", "male")).all()
+    np.testing.assert_allclose(pred["gender_prob"], np.where(female, pred["p_female"], 1 - pred["p_female"]))
     err = np.abs(pred["pred"] - pred["age"])
     m = r["metrics"]
     assert m["mae"]["value"] == pytest.approx(err.mean(), abs=1e-9)
     assert m["cs"]["value"] == pytest.approx((err <= 5).mean()) and m["cs"]["k"] == 5
-    assert m["gender_acc"]["value"] == pytest.approx(((pred["gender_prob"] > 0.5) == (pred["gender"] == 1)).mean())
+    assert m["gender_acc"]["value"] == pytest.approx(((pred["p_female"] > 0.5) == (pred["gender"] == 1)).mean())
     for key in ("mae", "cs", "gender_acc"):
         assert m[key]["ci_low"] <= m[key]["value"] <= m[key]["ci_high"]
         assert m[key]["ci_low"] < m[key]["ci_high"]
@@ -88,7 +93,7 @@ def test_eval_predictions_are_the_model_with_flip_tta(eval_run, random_model_fil
     age = ((a["age"] + b["age"]) / 2).numpy()
     prob = torch.sigmoid((a["gender_logit"] + b["gender_logit"]) / 2).numpy()
     np.testing.assert_allclose(pred["pred"], age, atol=1e-3)
-    np.testing.assert_allclose(pred["gender_prob"], prob, atol=1e-5)
+    np.testing.assert_allclose(pred["p_female"], prob, atol=1e-5)
 
 
 def test_eval_no_tta_and_errors(random_model_file: Path, utk_manifest: Path, tmp_path: Path):
