@@ -137,3 +137,13 @@ def test_eval_matches_training_module_test_metrics(utk_manifest: Path, tmp_path:
     assert res.results["data"]["n"] == len(dm.idx["test"])
     assert res.results["metrics"]["mae"]["value"] == pytest.approx(float(mae.compute()), abs=1e-3)
     assert res.results["metrics"]["cs"]["value"] == pytest.approx(float(cs.compute()), abs=1e-6)
+
+
+def test_eval_defaults_to_the_bundled_model(bundled_model_file: Path, utk_manifest: Path, tmp_path: Path):
+    r = CliRunner().invoke(app, ["eval", "--data", str(utk_manifest), "--out", str(tmp_path), "--limit", "4",
+                                 "--n-boot", "10", "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["model"]["path"] == str(bundled_model_file) and res["model"]["backend"] == "torch"
+    bad = CliRunner().invoke(app, ["eval", "--data", str(utk_manifest), "--backend", "tf"])
+    assert bad.exit_code != 0 and "choose one of torch, onnx, tflite" in bad.output

@@ -173,3 +173,24 @@ def test_bundled_model_onnx_parity_on_real_utkface_chips(bundled_runners, utkfac
     x, source = parity_inputs(utkface_subset, ref.cfg, n=60)
     assert len(x) == 60
     _assert_bundled_parity(ref, cand, x, source)
+
+
+def test_export_never_imports_runtime_evaluation_or_inference():
+    """runtime -> export, never back: the table names runners only as "module:Class" strings."""
+    import ast
+
+    import agekit.export
+
+    bad = []
+    for f in Path(agekit.export.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            bad += [f"{f.name}: {n}" for n in names
+                    if any(n.startswith(p) for p in ("..runtime", "..evaluation", "..inference", "agekit.runtime",
+                                                     "agekit.evaluation", "agekit.inference"))]
+    assert not bad
