@@ -56,7 +56,7 @@ def export_cmd(
     ref = TorchAgeModel.load(model)
     check_data, root = _default_check_data(ref, check_data, root)
     try:
-        x, source = parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir, margin=ref.crop_margin)
+        x, source = parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir)
     except (FileNotFoundError, ValueError, KeyError) as e:
         fail(f"parity inputs: {str(e).strip(chr(39))}")
     rep = check_parity(ref, load_exported(res.path, fmt.name), x, source, tolerance, prob_tolerance)

@@ -14,7 +14,7 @@ __all__ = [
 _LAZY = {
     "Predictor": "predictor", "summarize_timings": "predictor", "ImageResult": "results", "FaceResult": "results",
     "Detection": "detectors", "FaceDetector": "detectors", "DETECTORS": "detectors", "create_detector": "detectors",
-    "register_detector": "detectors", "align_face": "align", "TEMPLATE": "align",
+    "register_detector": "detectors", "align_face": "agekit.data.align", "TEMPLATE": "agekit.data.align",
     "load_backend": "backends", "ModelFileError": "backends",
 }
 
@@ -23,5 +23,6 @@ def __getattr__(name: str) -> Any:  # lazy, so `agekit.inference.defaults` stays
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        mod = _LAZY[name]
+        return getattr(importlib.import_module(mod if mod.startswith("agekit.") else f".{mod}", __name__), name)
     raise AttributeError(name)
