@@ -1,4 +1,4 @@
-"""Recompute agekit.inference.align.TEMPLATE: where our detector puts 5 landmarks on UTKFace chips.
+"""Recompute agekit.data.align.TEMPLATE: where our detector puts 5 landmarks on UTKFace chips.
 
     python scripts/derive_alignment_template.py [--utkface ../shared/data/UTKFace] [--n 500] [--pad 100]
 
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from agekit.data.imageio import load_rgb
-from agekit.inference.align import similarity_transform, transform_points
+from agekit.data.align import similarity_transform, transform_points
 from agekit.inference.detectors import RetinaFaceDetector
 
 REPO = Path(__file__).resolve().parents[1]

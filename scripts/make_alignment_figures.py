@@ -20,7 +20,7 @@ import numpy as np
 
 from agekit.data.imageio import load_rgb
 from agekit.evaluation.pipeline_check import paste_chip as paste
-from agekit.inference.align import TEMPLATE, align_face
+from agekit.data.align import TEMPLATE, align_face
 from agekit.inference.defaults import example_photo_path
 from agekit.inference.detectors import RetinaFaceDetector
 

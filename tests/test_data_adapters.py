@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from agekit.data.adapters import get_adapter
-from agekit.data.adapters.aaf import AAFError, parse_aaf_name
+from agekit.data.adapters.aaf import AAFError, parse_aaf_name, read_key_points
 from agekit.data.adapters.fgnet import FOREHEAD, FGNetError, parse_fgnet_name, read_pts
 from agekit.data.adapters.folder import LabelFileError
-from agekit.data.manifest import MANIFEST_COLUMNS, validate_manifest
+from agekit.data.manifest import LANDMARK_COLUMNS, MANIFEST_COLUMNS, landmarks_array, validate_manifest
 
 
 def make_image(path: Path, seed: int, size: tuple[int, int] = (32, 40)) -> Path:
@@ -58,6 +58,10 @@ def test_fgnet_labels_subjects_and_landmark_boxes(tmp_path):
     row = df.iloc[2]
     assert row[["face_x0", "face_x1", "face_y1"]].tolist() == pytest.approx([x0, x1, y1])
     assert row["face_y0"] == pytest.approx(max(0.0, y0 - FOREHEAD * (y1 - y0)))
+    # the five alignment points of the 68: eye-ring means, nose tip 30, mouth corners 48 and 54
+    lm = landmarks_array(df)
+    np.testing.assert_allclose(lm[2], [p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
+    assert np.isnan(lm[4]).all()  # 082A69 has no .pts: no points, no box (used as a chip)
     assert row["face_y0"] < y0  # the forehead is added above the brows
     assert df.iloc[4][["face_x0", "face_y0", "face_x1", "face_y1"]].isna().all()  # no .pts: detect later
     assert df.attrs["no_landmarks"] == ["082A69.JPG"]
@@ -95,78 +99,104 @@ def test_fgnet_bad_pts_names_file_and_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ AAF
-def make_aaf(root: Path, files: list[str], train: list[str] | None = None, val: list[str] | None = None) -> None:
+def aaf_points(seed: int) -> np.ndarray:
+    """49 plausible key points: AAF's inner-face scheme jittered (eyes 19-30, nose 13, corners 31/37)."""
+    from test_crops_eval_vs_predict import _INNER49
+
+    return _INNER49 + np.random.default_rng(seed).normal(0, 1.0, _INNER49.shape)
+
+
+def make_aaf(root: Path, files: list[str], train: list[str] | None = None, val: list[str] | None = None,
+             no_points: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The release layout: ``original images/``, ``key points/<stem>.txt``, ``image sets/train_.txt``."""
+    pts = {}
     for i, name in enumerate(files):
-        make_image(root / "aglined faces" / name, i)
+        make_image(root / "original images" / name, i, size=(200, 220))
+        if name in no_points:
+            continue
+        pts[name] = aaf_points(i)
+        (root / "key points").mkdir(parents=True, exist_ok=True)
+        (root / "key points" / f"{Path(name).stem}.txt").write_text(
+            "\n".join(f"{x:g} {y:g}" for x, y in pts[name]) + "\n")
     if train is not None:
         (root / "image sets").mkdir(parents=True, exist_ok=True)
-        (root / "image sets" / "train.txt").write_text("\n".join(train) + "\n")
+        (root / "image sets" / "train_.txt").write_text("\n".join(train) + "\n")
     if val is not None:
-        (root / "image sets" / "val.txt").write_text("\n".join(val) + "\n")
+        (root / "image sets" / "val_.txt").write_text("\n".join(val) + "\n")
+    return pts
 
 
 AAF_FILES = ["00000A02.jpg", "00001A25.jpg", "00002A40.jpg", "07380A80.jpg", "07381A30.jpg", "08000A55.jpg",
              "13321A61.jpg", "05000A19.jpg"]
 
 
-def test_aaf_labels_from_names_without_lists(tmp_path):
-    make_aaf(tmp_path, AAF_FILES)
+def test_aaf_labels_landmarks_and_subjects_without_lists(tmp_path):
+    pts = make_aaf(tmp_path, AAF_FILES, no_points=("05000A19.jpg",))
     df = get_adapter("aaf")(tmp_path)
     validate_manifest(df)
     by = dict(zip(df["path"].map(lambda p: Path(p).name), df.to_dict("records")))
+    assert "05000A19.jpg" not in by and any("without a key-point file" in n for n in df.attrs["notes"])
     assert by["00000A02.jpg"]["age"] == 2 and by["00000A02.jpg"]["gender"] == 1  # female serial range
     assert by["07380A80.jpg"]["gender"] == 1 and by["07381A30.jpg"]["gender"] == 0  # range boundary
     assert by["13321A61.jpg"]["gender"] == 0 and by["13321A61.jpg"]["age"] == 61
+    assert by["08000A55.jpg"]["subject_id"] == "08000"  # one person per photo
     assert df["race"].isna().all() and (df["source"] == "aaf").all()  # mostly Asian, but not labelled per image
-    assert "split" not in df.columns
+    assert "split" not in df.columns and df[["face_x0", "face_y1"]].isna().all().all()
+    p = pts["00002A40.jpg"]
+    lm = np.array([by["00002A40.jpg"][c] for c in LANDMARK_COLUMNS]).reshape(5, 2)
+    np.testing.assert_allclose(lm, [p[19:25].mean(0), p[25:31].mean(0), p[13], p[31], p[37]], atol=1e-3)
     assert parse_aaf_name("13322A20.jpg")["gender"] is pd.NA  # outside the documented serial ranges
 
 
-def test_aaf_lists_convert_gender_flag_disagreements_and_split(tmp_path):
+def test_aaf_lists_convert_gender_and_flag_disagreements(tmp_path):
     # image-set gender: 1 = male, 0 = female. 00002 is in the female range but listed as male.
-    train = ["00000A02.jpg 0", "00001A25.jpg 0", "00002A40.jpg 1", "07381A30.jpg 1", "08000A55.jpg 1", "05000A19.jpg 0"]
-    val = ["07380A80.jpg 0", "13321A61.jpg 1"]
-    make_aaf(tmp_path, AAF_FILES, train, val)
-    df = get_adapter("aaf")(tmp_path, val_frac=0.34, seed=0)
+    train = ["00000A02.jpg 0", "00001A25.jpg 0", "00002A40.jpg 1", "07381A30.jpg 1", "08000A55.jpg 1",
+             "09999A33.jpg 1"]
+    make_aaf(tmp_path, AAF_FILES, train, ["13321A61.jpg 1"])
+    df = get_adapter("aaf")(tmp_path)
     by = dict(zip(df["path"].map(lambda p: Path(p).name), df.to_dict("records")))
     assert by["00000A02.jpg"]["gender"] == 1 and by["07381A30.jpg"]["gender"] == 0
     assert pd.isna(by["00002A40.jpg"]["gender"])  # disagreement -> unknown, age kept
     assert by["00002A40.jpg"]["age"] == 40
     assert df.attrs["gender_disagreements"] == ["00002A40.jpg"]
-    assert any("disagrees" in n for n in df.attrs["notes"])
-    assert {by["07380A80.jpg"]["split"], by["13321A61.jpg"]["split"]} == {"test"}  # val.txt -> test
-    train_rows = df[df["path"].map(lambda p: Path(p).name + " ").isin([t.split()[0] + " " for t in train])]
-    assert (train_rows["split"] == "val").sum() == 2 and (train_rows["split"] == "train").sum() == 4
-    again = get_adapter("aaf")(tmp_path, val_frac=0.34, seed=0)
-    assert again["split"].tolist() == df["split"].tolist()  # carving val is deterministic
+    notes = " | ".join(df.attrs["notes"])
+    assert "disagrees" in notes and "09999A33.jpg" in notes and "2 photos are in no image-set list" in notes
+    assert "split" not in df.columns  # the split is the shipped aaf_v1.csv
 
 
-def test_prepare_default_split_uses_official_aaf_lists_and_fgnet_subjects(tmp_path):
+def test_prepare_default_split_is_the_shipped_aaf_split_and_fgnet_subjects(tmp_path):
     from agekit.data.prepare import prepare_manifest
+    from agekit.data.datasets import default_split_file
 
-    train = [f"{n} {1 - parse_aaf_name(n)['gender']}" for n in AAF_FILES[:6]]
-    make_aaf(tmp_path / "aaf", AAF_FILES, train, [f"{n} {1 - parse_aaf_name(n)['gender']}" for n in AAF_FILES[6:7]])
+    shipped = pd.read_csv(default_split_file("aaf"))
+    assert len(shipped) == 9910 and shipped["split"].value_counts().to_dict() == {"train": 7928, "val": 991, "test": 991}
+    listed = dict(zip(shipped["file"].map(lambda f: Path(f).name), shipped["split"]))
+    make_aaf(tmp_path / "aaf", AAF_FILES)
     df, rep = prepare_manifest("aaf", tmp_path / "aaf", split="default", seed=0)
-    assert rep["split"] == "official aaf split" and len(df) == 7  # 05000A19.jpg is in neither list
-    assert df["split"].value_counts().to_dict() == {"train": 5, "val": 1, "test": 1}
-    assert any("neither list" in n for n in rep["notes"]) and any("not in the split" in n for n in rep["notes"])
+    assert rep["split"] == "shipped split file aaf_v1.csv"
+    got = dict(zip(df["path"].map(lambda p: Path(p).name), df["split"]))
+    assert got == {n: listed[n] for n in AAF_FILES if n in listed}  # names not in the shipped list are dropped
     make_fgnet(tmp_path / "fg", [f"{s:03d}A{a:02d}.JPG" for s in range(1, 11) for a in (3, 30)], with_pts=set())
     df, rep = prepare_manifest("fgnet", tmp_path / "fg", split="default", seed=0)
     assert "subject-exclusive" in rep["split"] and df.groupby("subject_id")["split"].nunique().max() == 1
 
 
 def test_aaf_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="aglined faces"):
+    with pytest.raises(FileNotFoundError, match="original images"):
         get_adapter("aaf")(tmp_path)
-    make_aaf(tmp_path, AAF_FILES[:2], ["00000A02.jpg 0", "00001A25.jpg 7"], ["00000A02.jpg 0"])
-    with pytest.raises(AAFError, match=r"train\.txt:2"):
+    make_aaf(tmp_path, AAF_FILES[:2], ["00000A02.jpg 0", "00001A25.jpg 7"])
+    with pytest.raises(AAFError, match=r"train_\.txt:2"):
         get_adapter("aaf")(tmp_path)
-    (tmp_path / "image sets" / "val.txt").unlink()
-    (tmp_path / "image sets" / "train.txt").write_text("00000A02.jpg 0\n")
-    with pytest.raises(FileNotFoundError, match=r"val\.txt"):
+    (tmp_path / "image sets" / "train_.txt").unlink()
+    kp = tmp_path / "key points" / "00001A25.txt"
+    kp.write_text("1 2\n3 4\n")
+    with pytest.raises(AAFError, match=r"00001A25\.txt: expected 49"):
         get_adapter("aaf")(tmp_path)
-    make_image(tmp_path / "aglined faces" / "0001A25.jpg", 9)
-    (tmp_path / "image sets" / "train.txt").unlink()
+    kp.write_text("1 2\nthree 4\n")
+    with pytest.raises(AAFError, match=r"00001A25\.txt:2"):
+        read_key_points(kp)
+    kp.unlink()
+    make_image(tmp_path / "original images" / "0001A25.jpg", 9)
     with pytest.raises(AAFError, match="0001A25.jpg"):
         get_adapter("aaf")(tmp_path)
 

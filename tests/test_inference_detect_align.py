@@ -7,7 +7,7 @@ import pytest
 
 from agekit.evaluation.pipeline_check import paste_chip as paste
 from agekit.data.imageio import load_rgb
-from agekit.inference.align import CHIP_SIZE, TEMPLATE, align_face, similarity_transform, transform_points
+from agekit.data.align import CHIP_SIZE, TEMPLATE, align_face, similarity_transform, transform_points
 from agekit.inference.defaults import example_photo_path
 from agekit.inference.detectors import DETECTORS, Detection, FaceDetector, RetinaFaceDetector, create_detector, register_detector
 

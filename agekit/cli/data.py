@@ -64,6 +64,9 @@ def prepare_cmd(
     split_out: Optional[Path] = typer.Option(None, help="split file (file,split); default: <out>.split.csv"),
     labels: Optional[Path] = typer.Option(None, help="label CSV for lagenda/folder (default: the one CSV in ROOT)"),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="lagenda/folder: skip listed images that are missing"),
+    detect: bool = typer.Option(True, "--detect/--no-detect",
+                                help="face boxes without landmarks: run the face detector once and store the five points "
+                                     "(rows it cannot match are dropped); --no-detect leaves them, and training/eval will refuse them"),
 ) -> None:
     """Read a dataset, drop duplicate images, split, and write a manifest plus its split file."""
     from ..data.prepare import check_output, prepare_manifest, write_prepared
@@ -76,10 +79,34 @@ def prepare_cmd(
         check_output(out)
         df, report = prepare_manifest(fmt, root, split=split, seed=seed, fracs=parsed, k=k, dedup=dedup,
                                       conflict=conflict, labels=labels, allow_missing=allow_missing)
+        if detect:
+            df = _detect_landmarks(console, df, report)
         written = write_prepared(df, out, root, split_out)
     except (OSError, ValueError, KeyError) as e:
         fail(_message(e))
     _print_report(console, report, written)
+
+
+def _detect_landmarks(console, df, report: dict):
+    """Five landmarks for rows with a face box and none (the crop path aligns on them); drop misses."""
+    from ..inference.landmarks import detect_landmarks, rows_needing_landmarks
+
+    need = rows_needing_landmarks(df)
+    if not need.any():
+        return df
+    with console.status(f"detecting faces for {int(need.sum()):,} boxes without landmarks ..."):
+        df = detect_landmarks(df)
+    missed = df.attrs["landmarks_unmatched"]
+    report["notes"].append(f"{df.attrs['landmarks_detected']:,} face boxes got five landmarks from the face detector")
+    if missed:
+        df = df[~rows_needing_landmarks(df)].reset_index(drop=True)
+        report["notes"].append(f"{len(missed):,} face boxes matched no detected face (IoU < 0.3) or could not be read: "
+                               f"rows dropped, e.g. {missed[0]}")
+        report["rows_out"] = int(len(df))
+        if "split" in df.columns:
+            counts = df["split"].value_counts().to_dict()
+            report["split_counts"] = {k: int(counts[k]) for k in report["split_counts"] if k in counts}
+    return df
 
 
 def _print_report(console, report: dict, written: dict) -> None:

@@ -60,7 +60,7 @@ def export_cmd(
         fail(str(e))
     check_data, root = _default_check_data(ref, check_data, root)
     try:
-        x, source = parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir, margin=ref.crop_margin)
+        x, source = parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir)
     except (FileNotFoundError, ValueError, KeyError) as e:
         fail(f"parity inputs: {str(e).strip(chr(39))}")
     rep = check_parity(ref, candidate, x, source, tolerance, prob_tolerance)

@@ -1,5 +1,6 @@
-"""Decode-once cache of face crops: every image is read, cropped and resized one time, then kept
-as one uint8 array on disk (memory-mapped), so training epochs do not spend the CPU on JPEG decoding."""
+"""Decode-once cache of face crops: every image is read, cropped (agekit.data.crops.CropSpec, the one
+crop path shared with prediction) and resized one time, then kept as one uint8 array on disk
+(memory-mapped), so training epochs and evaluations do not spend the CPU on JPEG decoding."""
 from __future__ import annotations
 
 import hashlib
@@ -10,52 +11,45 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .crops import CropError, CropSpec, row_crop_modes
 from .imageio import ImageLoadError, load_rgb
 from .manifest import FACE_BOX, resolve_paths
 from .transforms import resize_crop
 
-__all__ = ["crop_face", "build_crop_cache"]
+__all__ = ["build_crop_cache"]
+
+CACHE_VERSION = 2  # 2: crops made by CropSpec (aligned/chip), no box-with-margin crops
 
 
-def crop_face(rgb: np.ndarray, box: np.ndarray | None, margin: float = 0.4) -> np.ndarray:
-    """Square crop around a face box, enlarged by ``margin`` on each side (chip-like framing).
-
-    Rows without a box are taken to be face crops already (UTKFace chips, aligned folders).
-    Out-of-image parts are padded by edge replication.
-    """
-    if box is None or np.isnan(box).any():
-        return rgb
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    half = max(x1 - x0, y1 - y0) * (0.5 + margin)
-    a, b = int(round(cx - half)), int(round(cy - half))
-    c, d = int(round(cx + half)), int(round(cy + half))
-    h, w = rgb.shape[:2]
-    pad = max(0, -a, -b, c - w, d - h)
-    if pad:
-        rgb = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        a, b, c, d = a + pad, b + pad, c + pad, d + pad
-    return rgb[b:d, a:c]
-
-
-def _load_one(args: tuple[str, np.ndarray | None, int, float]) -> tuple[np.ndarray | None, str | None]:
-    path, box, size, margin = args
+def _load_one(args: tuple[str, str, np.ndarray, int, CropSpec]) -> tuple[np.ndarray | None, str | None]:
+    path, mode, lm, size, spec = args
+    if not mode:
+        return None, f"{path}: no face (person box only)"
     try:
-        return resize_crop(crop_face(load_rgb(path), box, margin), size), None
+        chip = CropSpec(mode, spec.size, spec.template).crop(load_rgb(path), lm if mode == "align" else None)
+        return resize_crop(chip, size), None
     except ImageLoadError as e:
         return None, str(e)
+    except CropError as e:
+        return None, f"{path}: {e}"
 
 
-def build_crop_cache(df: pd.DataFrame, size: int, cache_dir: str | Path, margin: float = 0.4,
+def build_crop_cache(df: pd.DataFrame, size: int, cache_dir: str | Path, spec: CropSpec | None = None,
                      workers: int = 2) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (crops[N,size,size,3] uint8 memmap, ok mask[N], errors).
 
-    The cache key covers the file list, boxes, size and margin, so a changed manifest rebuilds.
-    Unreadable images are reported and masked out, never fatal.
+    Every row goes through ``spec`` (default ``CropSpec("auto")``): the same chip prediction makes,
+    then :func:`resize_crop` to the model's ``size`` as ``crops_to_batch`` does. The cache key covers
+    the file list, boxes, landmarks, size and spec, so a changed manifest rebuilds. Unreadable
+    images are reported and masked out, never fatal; rows that need landmarks they lack raise
+    :class:`CropError` before any work (see :func:`row_crop_modes`).
     """
+    spec = spec or CropSpec()
+    modes, lms = row_crop_modes(df, spec)
     paths = [str(p) for p in resolve_paths(df)]
     boxes = df[FACE_BOX].to_numpy(dtype=np.float64)
-    key = hashlib.sha1(json.dumps([paths, boxes.round(2).tolist(), size, margin]).encode()).hexdigest()[:16]
+    key_src = [CACHE_VERSION, paths, boxes.round(2).tolist(), np.round(lms, 2).tolist(), list(modes), size, spec.key()]
+    key = hashlib.sha1(json.dumps(key_src).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     arr_path, meta_path = cache_dir / f"crops_{size}_{key}.npy", cache_dir / f"crops_{size}_{key}.json"
@@ -65,7 +59,7 @@ def build_crop_cache(df: pd.DataFrame, size: int, cache_dir: str | Path, margin:
     out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)
     errors: list[str] = []
-    jobs = [(p, None if np.isnan(b).any() else b, size, margin) for p, b in zip(paths, boxes)]
+    jobs = [(p, m, lm, size, spec) for p, m, lm in zip(paths, modes, lms)]
     if workers > 1 and len(jobs) > 64:
         with ProcessPoolExecutor(workers) as ex:
             results = ex.map(_load_one, jobs, chunksize=64)
@@ -75,7 +69,9 @@ def build_crop_cache(df: pd.DataFrame, size: int, cache_dir: str | Path, margin:
     tmp = arr_path.with_suffix(".tmp.npy")
     np.save(tmp, out)
     tmp.replace(arr_path)
-    meta_path.write_text(json.dumps({"ok": ok.tolist(), "errors": errors, "size": size, "n": len(paths)}))
+    meta_path.write_text(json.dumps({"ok": ok.tolist(), "errors": errors, "size": size, "n": len(paths),
+                                     "crop": spec.mode, "modes": dict(zip(*np.unique(modes.astype(str), return_counts=True)))
+                                     if len(modes) else {}}, default=int))
     return np.load(arr_path, mmap_mode="r"), ok, errors
 
 

@@ -8,6 +8,9 @@ Columns (CSV or Parquet):
     subject_id              identity, when known (enables subject-exclusive splits)
     face_x0..face_y1        face box in pixels, NaN when the image is already a face crop/absent
     person_x0..person_y1    person (body) box, NaN when absent
+    lm_x0, lm_y0..lm_y4     optional: five face landmarks in pixels (left eye, right eye, nose tip,
+                            left mouth corner, right mouth corner, as seen in the image), NaN when
+                            absent; rows with them are aligned to the chip template (agekit.data.crops)
     source                  dataset name
     split                   optional: train/val/test or fold index, filled by a splitter
     content_hash            optional: sha1 of the file bytes, filled by deduplication
@@ -20,14 +23,16 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["MANIFEST_COLUMNS", "BOX_COLUMNS", "ManifestError", "new_manifest", "validate_manifest",
-           "read_manifest", "write_manifest", "resolve_paths"]
+__all__ = ["MANIFEST_COLUMNS", "BOX_COLUMNS", "LANDMARK_COLUMNS", "ManifestError", "new_manifest",
+           "validate_manifest", "read_manifest", "write_manifest", "resolve_paths", "landmarks_array",
+           "with_landmarks"]
 
 FACE_BOX = ["face_x0", "face_y0", "face_x1", "face_y1"]
 PERSON_BOX = ["person_x0", "person_y0", "person_x1", "person_y1"]
 BOX_COLUMNS = FACE_BOX + PERSON_BOX
 MANIFEST_COLUMNS = ["path", "age", "gender", "race", "subject_id", *BOX_COLUMNS, "source"]
-OPTIONAL_COLUMNS = ["split", "content_hash"]
+LANDMARK_COLUMNS = [f"lm_{axis}{i}" for i in range(5) for axis in "xy"]  # lm_x0, lm_y0, ..., lm_y4
+OPTIONAL_COLUMNS = [*LANDMARK_COLUMNS, "split", "content_hash"]
 
 
 class ManifestError(ValueError):
@@ -49,7 +54,7 @@ def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     df["path"] = df["path"].astype(str)
     df["age"] = pd.to_numeric(df["age"], errors="raise").astype("float64")
     df["gender"] = pd.to_numeric(df["gender"], errors="raise").astype("Int64")
-    for col in BOX_COLUMNS:
+    for col in BOX_COLUMNS + [c for c in LANDMARK_COLUMNS if c in df.columns]:
         df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
     for col in ("race", "subject_id", "source"):
         df[col] = df[col].astype("string")
@@ -78,6 +83,16 @@ def validate_manifest(df: pd.DataFrame, require_age: bool = True) -> pd.DataFram
     if bad_gender.any():
         i = int(np.flatnonzero(bad_gender.to_numpy())[0])
         raise ManifestError(f"row {i} ({df['path'].iat[i]}): gender {df['gender'].iat[i]} is not 0 (male) or 1 (female)")
+    present_lm = [c for c in LANDMARK_COLUMNS if c in df.columns]
+    if present_lm and len(present_lm) != len(LANDMARK_COLUMNS):
+        missing_lm = [c for c in LANDMARK_COLUMNS if c not in df.columns]
+        raise ManifestError(f"manifest has some landmark columns but lacks {', '.join(missing_lm)}")
+    if present_lm:
+        finite = np.isfinite(df[LANDMARK_COLUMNS].to_numpy())
+        partial = finite.any(axis=1) & ~finite.all(axis=1)
+        if partial.any():
+            i = int(np.flatnonzero(partial)[0])
+            raise ManifestError(f"row {i} ({df['path'].iat[i]}): landmarks must be all ten lm_* values or none")
     for box in (FACE_BOX, PERSON_BOX):
         b = df[box].to_numpy()
         present = ~np.isnan(b).any(axis=1)
@@ -111,3 +126,20 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
 def resolve_paths(df: pd.DataFrame) -> list[Path]:
     root = Path(df.attrs.get("root", "."))
     return [p if p.is_absolute() else root / p for p in map(Path, df["path"])]
+
+
+def landmarks_array(df: pd.DataFrame) -> np.ndarray:
+    """(N, 5, 2) float64 five-point landmarks per row; NaN rows (or a manifest without lm_* columns)."""
+    if not all(c in df.columns for c in LANDMARK_COLUMNS):
+        return np.full((len(df), 5, 2), np.nan)
+    return df[LANDMARK_COLUMNS].to_numpy(dtype=np.float64).reshape(-1, 5, 2)
+
+
+def with_landmarks(df: pd.DataFrame, pts: np.ndarray) -> pd.DataFrame:
+    """A copy of ``df`` with the lm_* columns set from ``pts`` (N, 5, 2) (NaN = none), attrs kept."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(len(df), 10)
+    out = df.copy()
+    for j, col in enumerate(LANDMARK_COLUMNS):
+        out[col] = pts[:, j]
+    out.attrs.update(df.attrs)
+    return out

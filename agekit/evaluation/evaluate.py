@@ -2,7 +2,9 @@
 
 Crops come from :func:`agekit.data.cache.build_crop_cache` over the whole table at the model's input
 size, exactly as the training data module builds them, so the UTKFace test numbers here match the
-training run's (and reuse its cache instead of decoding 23k JPEGs again).
+training run's (and reuse its cache instead of decoding 23k JPEGs again). The crops follow the one
+crop path (:class:`agekit.data.crops.CropSpec`): photos with landmarks are aligned exactly as
+``agekit predict`` aligns its detections, so eval and predict score the same faces.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pandas as pd
 
 from ..data.adapters import ADAPTERS, get_adapter
 from ..data.cache import build_crop_cache
+from ..data.crops import CropSpec
 from ..data.datasets import resolve_manifest
 from ..data.manifest import read_manifest
 from ..data.transforms import normalize
@@ -132,12 +135,13 @@ class EvalResult:
 def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test", root: str | Path | None = None,
              cs_k: float = 5, batch_size: int = 128, tta_flip: bool = True, backend: str | None = None,
              threads: int | None = None, cache_dir: str | Path = "cache", n_boot: int = 1000, seed: int = 0,
-             limit: int | None = None, work_dir: str | Path | None = None) -> EvalResult:
+             limit: int | None = None, work_dir: str | Path | None = None, crop: str = "auto") -> EvalResult:
     """Run ``model`` (.safetensors or .onnx) on ``split`` of ``data`` and score it.
 
     ``limit`` keeps a seeded random subset of the split (quick looks; not for reported numbers).
     ``work_dir``: where ``backend="onnx"`` on a ``.safetensors`` model caches its export (default:
     the user cache).
+    ``crop``: the :class:`CropSpec` mode (``auto``: align rows with landmarks, chips as they are).
     """
     runner = load_runner(model, backend, threads=threads, cache_dir=work_dir)
     model_info = runner.info()
@@ -146,7 +150,8 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
     if split not in splits:
         raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
     size = runner.cfg.input_size[-1]
-    crops, ok, errors = build_crop_cache(df, size, cache_dir, margin=runner.crop_margin)
+    spec = CropSpec(crop)  # type: ignore[arg-type]
+    crops, ok, errors = build_crop_cache(df, size, cache_dir, spec)
     in_split = (df["split"] == split).to_numpy()
     index = np.flatnonzero(in_split & ok)
     if limit is not None and limit < len(index):
@@ -170,7 +175,7 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
         "model": {**model_info, "input_size": list(runner.cfg.input_size), "tta_flip": tta_flip},
         "data": {"data": str(data), "name": data_name, "split": split, "n": int(len(index)),
                  "n_split": int(in_split.sum()), "n_unreadable": int((in_split & ~ok).sum()),
-                 "crop_margin": runner.crop_margin, "limit": limit},
+                 "crop": spec.mode, "limit": limit},
         "settings": {"cs_k": cs_k, "n_boot": n_boot, "seed": seed, "ci": "95% percentile bootstrap",
                      "batch_size": batch_size},
         **summarize(pred, cs_k, n_boot, seed),

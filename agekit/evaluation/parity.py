@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data.cache import build_crop_cache
+from ..data.crops import CropSpec
 from ..data.imageio import load_rgb
 from ..data.transforms import crops_to_batch, normalize
 from ..models.registry import AgeModelCfg
@@ -59,8 +60,7 @@ def _random(cfg: AgeModelCfg, n: int, seed: int) -> np.ndarray:
 
 
 def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, root: str | Path | None = None,
-                  split: str = "test", cache_dir: str | Path = "cache", margin: float = 0.4,
-                  seed: int = 0) -> tuple[np.ndarray, str]:
+                  split: str = "test", cache_dir: str | Path = "cache", seed: int = 0) -> tuple[np.ndarray, str]:
     """(normalised float32 batch, description) for a parity check.
 
     ``check_data``: ``"random"``; a dataset name (``utkface``) or a manifest path, whose ``split`` rows
@@ -92,7 +92,7 @@ def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, 
     rows = np.flatnonzero((df["split"] == split).to_numpy()) if split in set(df["split"].dropna()) else np.arange(len(df))
     rows = np.sort(np.random.default_rng(seed).choice(rows, min(n, len(rows)), replace=False))
     sub = df.iloc[rows].reset_index(drop=True)
-    crops, ok, _ = build_crop_cache(sub, cfg.input_size[-1], cache_dir, margin=margin)
+    crops, ok, _ = build_crop_cache(sub, cfg.input_size[-1], cache_dir, CropSpec())
     if not ok.any():
         raise ValueError(f"none of the {len(sub)} sampled images of {check_data} could be read")
     x = normalize(torch.from_numpy(np.asarray(crops[ok])).permute(0, 3, 1, 2), cfg).numpy()

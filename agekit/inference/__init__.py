@@ -14,7 +14,7 @@ __all__ = [
 _LAZY = {
     "Predictor": "predictor", "summarize_timings": "predictor", "ImageResult": "results", "FaceResult": "results",
     "Detection": "detectors", "FaceDetector": "detectors", "DETECTORS": "detectors", "create_detector": "detectors",
-    "register_detector": "detectors", "align_face": "align", "TEMPLATE": "align",
+    "register_detector": "detectors", "align_face": "agekit.data.align", "TEMPLATE": "agekit.data.align",
     "load_runner": "agekit.runtime", "ModelFileError": "agekit.runtime",
 }
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data.imageio import ImageLoadError
 from ..data.transforms import crops_to_batch
-from .align import CHIP_SIZE, align_face
+from ..data.crops import CropSpec
 from ..runtime import ModelFileError, load_runner
 from ..runtime.runner import reported_gender
 from .detectors import Detection, FaceDetector, create_detector
@@ -29,6 +29,7 @@ from .sources import SourceItem, list_sources
 __all__ = ["Predictor", "STAGES", "summarize_timings", "ModelFileError"]
 
 STAGES = ("load", "detect", "align", "preprocess", "infer", "postprocess")
+ALIGN = CropSpec("align")
 
 
 class Predictor:
@@ -126,11 +127,14 @@ class Predictor:
         return [d for d in self.detector.detect(rgb) if d.score >= self.min_score]
 
     def align(self, rgb: np.ndarray, dets: list[Detection]) -> tuple[list[np.ndarray], list[Detection]]:
-        """200x200 UTKFace-geometry chips for the detections whose landmarks allow alignment."""
+        """200x200 UTKFace-geometry chips for the detections whose landmarks allow alignment.
+
+        The same :class:`CropSpec` crop as the training cache and ``agekit eval`` use for photos.
+        """
         crops, kept = [], []
         for d in dets:
             try:
-                crops.append(align_face(rgb, d.landmarks, CHIP_SIZE))
+                crops.append(ALIGN.crop(rgb, d.landmarks))
             except ValueError:  # degenerate landmarks: skip this face, keep the others
                 continue
             kept.append(d)

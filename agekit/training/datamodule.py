@@ -7,6 +7,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from ..data.cache import build_crop_cache
+from ..data.crops import CropSpec
 from ..data.datasets import FaceCropDataset, resolve_manifest
 from ..data.lds import lds_weights
 from ..models.registry import AgeModelCfg
@@ -26,7 +27,8 @@ class AgeDataModule(L.LightningDataModule):
             return
         d = self.cfg.data
         df = resolve_manifest(d.dataset, d.root, d.manifest, d.split_file, seed=self.cfg.trainer.seed)
-        crops, ok, errors = build_crop_cache(df, self.model_cfg.input_size[-1], d.cache_dir, margin=d.crop_margin)
+        spec = CropSpec(getattr(d, "crop", "auto"))  # data.crop: auto | chip | align
+        crops, ok, errors = build_crop_cache(df, self.model_cfg.input_size[-1], d.cache_dir, spec)
         if errors:
             Console(stderr=True).print(f"[yellow]skipped {len(errors)} unreadable images, e.g. {errors[0]}")
         self.df, self.crops, self.ok = df, crops, ok

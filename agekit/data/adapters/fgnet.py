@@ -1,9 +1,12 @@
 """FG-NET: 1,002 raw photos of 82 subjects aged 0-69, labels in the file names.
 
 ``images/{subject:03d}A{age:02d}[a|b].JPG`` with 68-point landmarks in ``points/{stem lower}.pts``.
-The photos are not face crops, so the face box comes from the landmarks (their extent, raised at
-the top to take in the forehead, which the 68 points stop short of). Without a ``.pts`` the box
-stays NaN and prediction/prepare-time detection finds the face. FG-NET has no gender labels.
+The photos are not face crops: the five alignment points (agekit.data.landmarks.five_from_68) are
+stored in the manifest's ``lm_*`` columns, so training and ``agekit eval`` align each face onto
+the chip template exactly as ``agekit predict`` aligns its detections. The face box (the points'
+extent, raised at the top to take in the forehead, which the 68 points stop short of) is kept
+for drawing and statistics. Without a ``.pts`` the box and points stay NaN and the image counts
+as a chip; FG-NET ships a ``.pts`` for every photo. FG-NET has no gender labels.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..manifest import new_manifest
+from ..landmarks import five_from_68
+from ..manifest import LANDMARK_COLUMNS, new_manifest
 from . import register_adapter
 
 _NAME = re.compile(r"^(?P<subject>\d{3})A(?P<age>\d{2})(?P<suffix>[ab]?)$", re.IGNORECASE)
@@ -110,11 +114,14 @@ def fgnet_manifest(root: str | Path, forehead: float = FOREHEAD, **_: object) ->
                     size = im.size
             except OSError:
                 raise FGNetError(f"{p}: not a readable image") from None
+            if len(pts) != 68:
+                raise FGNetError(f"{pts_file}: expected 68 points (iBUG scheme), found {len(pts)}")
             row.update(zip(("face_x0", "face_y0", "face_x1", "face_y1"), landmark_box(pts, size, forehead)))
+            row.update(zip(LANDMARK_COLUMNS, five_from_68(pts).ravel().tolist()))
         rows.append(row)
     if not rows:
         raise FGNetError(f"{images}: no images found")
     df = new_manifest(rows, source="fgnet")
-    df.attrs["notes"] = [f"{len(no_pts)} images without landmarks: face box left empty (detected later)"] if no_pts else []
+    df.attrs["notes"] = [f"{len(no_pts)} images without landmarks: used as face chips (no box)"] if no_pts else []
     df.attrs["no_landmarks"] = no_pts
     return df
