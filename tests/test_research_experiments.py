@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from agekit.cli.main import app
 from agekit.experiments.grid import expand_grid, load_grid, run_grid
-from agekit.training.config import ConfigError
+from agekit.config.train import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 GRIDS = sorted(p for p in (REPO / "configs" / "experiments").glob("*.yaml") if not p.name.startswith("_"))

@@ -6,11 +6,12 @@ import numpy as np
 from rich.console import Console
 from torch.utils.data import DataLoader
 
+from ..config.roots import dataset_root
 from ..data.cache import build_crop_cache
 from ..data.datasets import FaceCropDataset, resolve_manifest
 from ..data.lds import lds_weights
 from ..models.registry import AgeModelCfg
-from .config import TrainConfig
+from ..config.train import TrainConfig
 
 __all__ = ["AgeDataModule"]
 
@@ -25,7 +26,7 @@ class AgeDataModule(L.LightningDataModule):
         if self.df is not None:
             return
         d = self.cfg.data
-        df = resolve_manifest(d.dataset, d.root, d.manifest, d.split_file, seed=self.cfg.trainer.seed)
+        df = resolve_manifest(d.dataset, dataset_root(d.dataset, d.root), d.manifest, d.split_file, seed=self.cfg.trainer.seed)
         crops, ok, errors = build_crop_cache(df, self.model_cfg.input_size[-1], d.cache_dir, margin=d.crop_margin)
         if errors:
             Console(stderr=True).print(f"[yellow]skipped {len(errors)} unreadable images, e.g. {errors[0]}")
