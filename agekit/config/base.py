@@ -6,6 +6,7 @@ so a key is spelled, overridden and reported the same way everywhere.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+# YAML 1.1 (PyYAML) reads 1e-3 as a string; on the command line it is always meant as a number
+_SCI = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
-    """``["a.b.c=yaml", ...]`` -> ``{"a.b.c": value}`` (the value parsed as YAML: ``1e-3``, ``true``, ``[1, 2]``)."""
+    """``["a.b.c=yaml", ...]`` -> ``{"a.b.c": value}`` (the value parsed as YAML: ``true``, ``[1, 2]``; ``1e-3`` a float)."""
     out: dict[str, Any] = {}
     for it in items or []:
         key, sep, value = it.partition("=")
@@ -44,7 +49,7 @@ def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"override {it!r} must look like section.key=value")
         try:
-            out[key] = yaml.safe_load(value)
+            out[key] = float(value) if _SCI.match(value.strip()) else yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {it!r}: the value is not valid YAML: {_first_line(e)}") from None
     return out

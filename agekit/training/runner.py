@@ -10,10 +10,10 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from ..config.train import TrainConfig, check_resume
 from ..models import get_model_cfg, save_weights
 from ..models.freezing import FreezingRegime
 from .callbacks import TwoStageFinetuning
-from ..config.train import TrainConfig, check_resume
 from .datamodule import AgeDataModule
 from .module import AgeModule
 
@@ -67,7 +67,6 @@ def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]
     Resuming ``out_dir`` that holds another config raises ConfigError unless ``allow_config_change``.
     """
     t = cfg.trainer
-    L.seed_everything(t.seed, workers=True)
     task = task_of(cfg)
     if task == "classification":
         from .classification import ClassificationDataModule, with_num_classes
@@ -77,6 +76,7 @@ def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]
     out.mkdir(parents=True, exist_ok=True)
     if t.resume:
         check_resume(out, cfg, allow_config_change)
+    L.seed_everything(t.seed, workers=True)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     module = _module_cls(task)(cfg.model_dump())
     if t.channels_last:
