@@ -167,10 +167,10 @@ def _synthetic_utkface(root: Path, n: int = 24) -> Path:
 
 def test_train_scores_test_only_when_asked(tmp_path):
     """Selection sees validation only; `--test` adds the test score (and resumes the finished run to do it)."""
-    root = _synthetic_utkface(tmp_path / "utk")
+    root = _synthetic_utkface(tmp_path / "utk", 16)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({
-        "model": {"name": "mobileagenet_lite0", "pretrained": False},
+        "model": {"name": "convnext_age_atto_96", "pretrained": False, "kwargs": {"head_hidden": 16}},
         "data": {"root": str(root), "split_file": None, "cache_dir": str(tmp_path / "cache"), "batch_size": 8},
         "finetune": {"head_epochs": 0}, "eval": {"tta_flip": False},
         "trainer": {"max_epochs": 1, "out_dir": str(tmp_path / "run"), "progress": "none", "channels_last": False}}))
