@@ -124,6 +124,8 @@ def test_train_missing_data_is_one_line(tmp_path, config_file, monkeypatch):
     assert line == f"error: manifest not found: {tmp_path / 'm.csv'} (data.manifest)"
     line = one_line_error(runner.invoke(app, ["train", str(config_file), "data.dataset=folder"]))
     assert "AGEKIT_FOLDER_ROOT" in line
+    line = one_line_error(runner.invoke(app, ["train", str(config_file), "data.dataset=nosuch", "data.root=."]))
+    assert line.startswith("error: data.dataset: unknown dataset format 'nosuch'")
 
 
 def test_train_refuses_to_resume_another_config(tmp_path, config_file):

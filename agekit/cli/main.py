@@ -87,6 +87,14 @@ def check_train_data(cfg: TrainConfig) -> None:
         if not Path(d.manifest).is_file():
             fail(f"manifest not found: {d.manifest} (data.manifest)")
         return
+    from ..data.adapters import get_adapter
+    from ..data.classification import is_classification_dataset
+
+    if not is_classification_dataset(d.dataset):
+        try:
+            get_adapter(d.dataset)
+        except KeyError as e:
+            fail(f"data.dataset: {e.args[0]}")
     root = dataset_root(d.dataset, d.root)
     if root is None:
         fail(f"dataset {d.dataset!r} has no default folder: set data.root or {env_var(d.dataset)}")
