@@ -93,19 +93,20 @@ def resolve_model(model: str | None, work: Path) -> tuple[Path, str]:
 
 
 def bench_model(model_path: Path, onnx_path: Path, threads: int, runs: int, warmup: int, thr_iters: int) -> list[dict]:
-    """Per-face latency (batch 1; batch 2 = one face with flip TTA) and batch-32 throughput, both backends."""
-    from agekit.evaluation.runners import TorchAgeModel
-    from agekit.export.onnx import OnnxAgeModel
+    """Per-face latency (batch 1; batch 2 = one face with flip TTA, through ``Runner.predict``) and batch-32
+    throughput, both backends."""
+    from agekit.runtime import load_runner
 
-    runners = {"torch": TorchAgeModel.load(model_path), "onnx": OnnxAgeModel(onnx_path, threads=threads)}
+    runners = {"torch": load_runner(model_path, "torch"), "onnx": load_runner(onnx_path, "onnx", threads=threads)}
     cfg = runners["onnx"].cfg
     rng = np.random.default_rng(0)
     rows = []
     for backend, run in runners.items():
         log(f"model latency and throughput: {backend}")
-        for batch, label in ((1, "per face"), (2, "per face, flip TTA")):
-            x = rng.standard_normal((batch, *cfg.input_size)).astype(np.float32)
-            t = time_calls(lambda: run(x), runs, warmup)
+        x1 = rng.standard_normal((1, *cfg.input_size)).astype(np.float32)
+        for batch, label, call in ((1, "per face", lambda: run(x1)),
+                                   (2, "per face, flip TTA", lambda: run.predict(x1, tta_flip=True))):
+            t = time_calls(call, runs, warmup)
             row = {"bench": label, "backend": backend, "batch": batch, **t}
             if backend == "onnx" and batch == 1:
                 row.update(target_ms=TARGETS["per_face_onnx_ms"], passed=t["median_ms"] <= TARGETS["per_face_onnx_ms"])
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="agekit_bench_"))
     info = machine_info(args.threads)
     model_path, weights = resolve_model(args.model, work)
-    from agekit.export.exporter import export_model
+    from agekit.export.formats import export_model
 
     onnx_path = export_model(model_path, "onnx", work / f"{model_path.stem}.onnx").path
     rows: list[dict] = []

@@ -51,12 +51,17 @@ def test_eval_writes_consistent_results(eval_run, utk_manifest: Path):
     assert r["settings"]["n_boot"] == 1000
 
     pred = pd.read_csv(out / "predictions.csv")
-    assert list(pred.columns[:5]) == ["path", "age", "pred", "gender", "gender_prob"] and len(pred) == n_test
+    assert list(pred.columns[:7]) == ["path", "age", "pred", "gender", "p_female", "pred_gender", "gender_prob"]
+    assert len(pred) == n_test
+    # one meaning of gender_prob everywhere: the probability of the reported gender, as in `agekit predict`
+    female = pred["p_female"] > 0.5
+    assert (pred["pred_gender"] == np.where(female, "female", "male")).all()
+    np.testing.assert_allclose(pred["gender_prob"], np.where(female, pred["p_female"], 1 - pred["p_female"]))
     err = np.abs(pred["pred"] - pred["age"])
     m = r["metrics"]
     assert m["mae"]["value"] == pytest.approx(err.mean(), abs=1e-9)
     assert m["cs"]["value"] == pytest.approx((err <= 5).mean()) and m["cs"]["k"] == 5
-    assert m["gender_acc"]["value"] == pytest.approx(((pred["gender_prob"] > 0.5) == (pred["gender"] == 1)).mean())
+    assert m["gender_acc"]["value"] == pytest.approx(((pred["p_female"] > 0.5) == (pred["gender"] == 1)).mean())
     for key in ("mae", "cs", "gender_acc"):
         assert m[key]["ci_low"] <= m[key]["value"] <= m[key]["ci_high"]
         assert m[key]["ci_low"] < m[key]["ci_high"]
@@ -88,7 +93,7 @@ def test_eval_predictions_are_the_model_with_flip_tta(eval_run, random_model_fil
     age = ((a["age"] + b["age"]) / 2).numpy()
     prob = torch.sigmoid((a["gender_logit"] + b["gender_logit"]) / 2).numpy()
     np.testing.assert_allclose(pred["pred"], age, atol=1e-3)
-    np.testing.assert_allclose(pred["gender_prob"], prob, atol=1e-5)
+    np.testing.assert_allclose(pred["p_female"], prob, atol=1e-5)
 
 
 def test_eval_no_tta_and_errors(random_model_file: Path, utk_manifest: Path, tmp_path: Path):
@@ -132,3 +137,13 @@ def test_eval_matches_training_module_test_metrics(utk_manifest: Path, tmp_path:
     assert res.results["data"]["n"] == len(dm.idx["test"])
     assert res.results["metrics"]["mae"]["value"] == pytest.approx(float(mae.compute()), abs=1e-3)
     assert res.results["metrics"]["cs"]["value"] == pytest.approx(float(cs.compute()), abs=1e-6)
+
+
+def test_eval_defaults_to_the_bundled_model(bundled_model_file: Path, utk_manifest: Path, tmp_path: Path):
+    r = CliRunner().invoke(app, ["eval", "--data", str(utk_manifest), "--out", str(tmp_path), "--limit", "4",
+                                 "--n-boot", "10", "--cache-dir", str(tmp_path / "cache")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["model"]["path"] == str(bundled_model_file) and res["model"]["backend"] == "torch"
+    bad = CliRunner().invoke(app, ["eval", "--data", str(utk_manifest), "--backend", "tf"])
+    assert bad.exit_code != 0 and "choose one of torch, onnx, tflite" in bad.output

@@ -74,7 +74,7 @@ def test_age_bins():
 def test_summarize_groups_and_totals():
     pred = pd.DataFrame({
         "age": [5.0, 15, 25, 75, 30], "pred": [7.0, 15, 20, 70, 40],
-        "gender": pd.array([0, 1, 1, pd.NA, 0], dtype="Int64"), "gender_prob": [0.1, 0.8, 0.3, 0.5, 0.7],
+        "gender": pd.array([0, 1, 1, pd.NA, 0], dtype="Int64"), "p_female": [0.1, 0.8, 0.3, 0.5, 0.7],
         "race": pd.array(["White", "Black", "White", pd.NA, "Asian"], dtype="string"),
     })
     s = summarize(pred, cs_k=5, n_boot=200)

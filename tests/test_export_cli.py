@@ -24,7 +24,7 @@ def test_export_unknown_format(random_model_file: Path):
 
 
 def test_export_format_without_its_toolchain(random_model_file: Path, tmp_path: Path):
-    from agekit.export.exporter import get_format, missing_requirements
+    from agekit.export.formats import get_format, missing_requirements
 
     if not missing_requirements(get_format("tflite")):
         pytest.skip("litert-torch is installed here")

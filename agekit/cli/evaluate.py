@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
 
 
 def eval_cmd(
-    model: Optional[Path] = typer.Argument(None, help="agekit .safetensors model or exported .onnx [default: the bundled model]"),
+    model: Optional[Path] = typer.Argument(None, help="agekit .safetensors/.ckpt model or exported .onnx/.tflite "
+                                           "(default: the bundled model)"),
     data: str = typer.Option("utkface", "--data", "-d", help="manifest (CSV/Parquet with a split column) or a dataset name"),
     split: str = typer.Option("test", help="which split to score"),
     root: Optional[str] = typer.Option(None, help="dataset folder for a dataset name [default: AGEKIT_<NAME>_ROOT, "
@@ -21,7 +22,8 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder (default: runs/eval/MODEL-DATA-SPLIT)"),
     batch_size: int = typer.Option(128, min=1),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="flip TTA (what training's val/test metrics use)"),
-    backend: Optional[str] = typer.Option(None, help="torch or onnx (default: by file type; onnx on a .safetensors exports it first)"),
+    backend: Optional[str] = typer.Option(None, help="torch, onnx or tflite (default: by file type; onnx on a "
+                                          ".safetensors exports it once into the user cache)"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference"),
     cache_dir: Path = typer.Option(Path("cache"), help="decode-once crop cache (shared with training)"),
     n_boot: int = typer.Option(1000, min=10, help="bootstrap resamples for the 95% CIs"),
@@ -35,13 +37,14 @@ def eval_cmd(
     from ..data.manifest import ManifestError
     from ..evaluation.evaluate import evaluate
     from ..evaluation.report import results_table, write_report
-    from ..inference.defaults import default_model_path
+    from ..export.formats import runner_formats
     from ..models.weights import WeightsError
+    from ..runtime import bundled_model_path
     from .main import console, fail
 
-    model = model if model is not None else default_model_path()
-    if backend not in (None, "torch", "onnx"):
-        fail(f"unknown backend {backend!r}; use torch or onnx")
+    if backend is not None and backend not in runner_formats():
+        fail(f"unknown backend {backend!r}; choose one of {', '.join(runner_formats())}")
+    model = model if model is not None else bundled_model_path()
     if not model.is_file():
         fail(f"model file not found: {model}")
     out = out or Path("runs/eval") / f"{model.stem}-{Path(data).stem}-{split}"
@@ -50,7 +53,7 @@ def eval_cmd(
     try:
         with console.status(f"evaluating {model.name} on {data}/{split} ..."):
             res = evaluate(model, data, split, root, cs_k=cs_k, batch_size=batch_size, tta_flip=tta, backend=backend,
-                           threads=threads, cache_dir=cache_dir, n_boot=n_boot, seed=seed, limit=limit, work_dir=out)
+                           threads=threads, cache_dir=cache_dir, n_boot=n_boot, seed=seed, limit=limit)
     except (FileNotFoundError, ValueError, KeyError, ManifestError, WeightsError) as e:
         fail(str(e).strip("'\""))
     files = write_report(res, out)

@@ -29,7 +29,7 @@ def export_cmd(
     a classifier) and check parity with PyTorch."""
     from rich.table import Table
 
-    from ..export.exporter import ExportError, export_model, get_format, load_exported
+    from ..export.formats import ExportError, export_model, get_format
     from .main import console, fail
 
     try:
@@ -47,19 +47,23 @@ def export_cmd(
     except Exception as e:  # noqa: BLE001 - exporter internals raise many types; show one line
         fail(f"export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     console.print(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB) in {res.seconds:.1f}s", highlight=False)
-    if (check_data or "").lower() == "none" or fmt.runner is None:
+    if (check_data or "").lower() == "none" or fmt.runner is None or fmt.name == "torch":
         console.print("[yellow]parity check skipped[/]")
         return
-    from ..evaluation.runners import TorchAgeModel
-    from ..export.parity import check_parity, parity_inputs
+    from ..evaluation.parity import check_parity, parity_inputs
+    from ..runtime import ModelFileError, load_runner
 
-    ref = TorchAgeModel.load(model)
+    try:
+        ref = load_runner(model, "torch")
+        candidate = load_runner(res.path, fmt.name)
+    except ModelFileError as e:
+        fail(str(e))
     check_data, root = _default_check_data(ref, check_data, root)
     try:
         x, source = parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir, margin=ref.crop_margin)
     except (FileNotFoundError, ValueError, KeyError) as e:
         fail(f"parity inputs: {str(e).strip(chr(39))}")
-    rep = check_parity(ref, load_exported(res.path, fmt.name), x, source, tolerance, prob_tolerance)
+    rep = check_parity(ref, candidate, x, source, tolerance, prob_tolerance)
     t = Table("check", "max |diff|", "mean |diff|", "tolerance", "ok", title=f"parity {fmt.name} vs PyTorch on {source}")
 
     def row(name: str, diff: float, mean: str, tol: float) -> None:
@@ -67,14 +71,14 @@ def export_cmd(
             t.add_row(name, f"{diff:.2e}", mean, f"{tol:g}", "yes" if diff <= tol else "[red]NO[/]")
 
     row("age (years)", rep.max_age_diff, f"{rep.mean_age_diff:.2e}", tolerance)
-    row("P(female)", rep.max_gender_prob_diff, "", prob_tolerance)
+    row("P(female)", rep.max_p_female_diff, "", prob_tolerance)
     row("class probability", rep.max_class_prob_diff, "", prob_tolerance)
     console.print(t)
     if rep.top1_agreement == rep.top1_agreement:
         console.print(f"same top-1 class on {100 * rep.top1_agreement:.1f}% of {rep.n} inputs", highlight=False)
     if not rep.passed:
         worst = (f"{rep.max_class_prob_diff:.3g} in class probability" if ref.cfg.task == "classification"
-                 else f"{rep.max_age_diff:.3g} years / {rep.max_gender_prob_diff:.3g} in P(female)")
+                 else f"{rep.max_age_diff:.3g} years / {rep.max_p_female_diff:.3g} in P(female)")
         fail(f"parity check failed: the {fmt.name} file differs from PyTorch by up to {worst} "
              f"(tolerance {tolerance:g} / {prob_tolerance:g})", code=1)
 

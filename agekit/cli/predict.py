@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
 
 def predict_cmd(
     sources: List[str] = typer.Argument(..., help="Image file(s), folder(s) or glob(s) (quote globs, e.g. 'photos/**/*.jpg')."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file (.safetensors, or .onnx with --backend onnx); default: the bundled model."),
-    backend: str = typer.Option("torch", "--backend", "-b", help="torch or onnx (onnxruntime)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file (.safetensors, .ckpt, .onnx, .tflite); default: the bundled model."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="torch, onnx (onnxruntime; a .safetensors model is exported once) or tflite; default: by file type."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to this .json, .jsonl or .csv file."),
     draw: Optional[Path] = typer.Option(None, "--draw", help="Write annotated copies of the images into this folder."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Face crops per model call (pooled across images)."),
@@ -37,32 +37,34 @@ def predict_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No results table (use with --out)."),
 ) -> None:
     """Estimate age and gender for every face in images: prints a table, optionally writes a results file and drawings."""
-    from ..inference.backends import BACKENDS, ModelFileError
+    from ..export.formats import runner_formats
     from ..inference.draw import save_drawing
     from ..inference.predictor import Predictor
     from ..inference.sources import SourceError, list_sources
     from ..inference.writers import open_writer
 
-    if backend not in BACKENDS:
-        _fail(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    from ..runtime import ModelFileError
+
+    if backend is not None and backend not in runner_formats():
+        _fail(f"unknown backend {backend!r}; choose one of {', '.join(runner_formats())}")
     if out is not None and out.suffix.lower() not in (".json", ".jsonl", ".csv"):
         _fail(f"--out {out}: use a .json, .jsonl or .csv file name")
     try:  # one argument must exist; among several, a missing file is reported like a bad image
         items = list_sources(sources[0] if len(sources) == 1 else list(sources))
     except SourceError as e:
         _fail(str(e))
-    if backend == "onnx":  # torch only normalises crops then; tiny ops gain nothing from more threads
-        import torch
-
-        torch.set_num_threads(1)
     try:
         predictor = Predictor(model, backend=backend, device=device, batch_size=batch_size, flip_tta=tta,
                               min_score=min_score, threads=threads)
     except (ModelFileError, ValueError) as e:
         _fail(str(e))
+    if predictor.backend_name != "torch":  # torch only normalises crops then; tiny ops gain nothing from more threads
+        import torch
+
+        torch.set_num_threads(1)
 
     writer = open_writer(out) if out is not None else None
-    table = Table("image", "face", "box (x0,y0,x1,y1)", "age", "gender", "prob", title=f"agekit predict ({predictor.cfg.name}, {backend})")
+    table = Table("image", "face", "box (x0,y0,x1,y1)", "age", "gender", "prob", title=f"agekit predict ({predictor.cfg.name}, {predictor.backend_name})")
     n_images = n_read = n_faces = n_noface = 0
     taken: set[str] = set()
     try:

@@ -4,7 +4,7 @@ Heavier pieces load lazily so that training, which only needs :mod:`.metrics`, s
 """
 from __future__ import annotations
 
-__all__ = ["evaluate", "summarize", "write_report", "EvalResult", "load_runner"]
+__all__ = ["evaluate", "summarize", "write_report", "EvalResult", "check_parity", "parity_inputs"]
 
 
 def __getattr__(name: str):
@@ -16,8 +16,8 @@ def __getattr__(name: str):
         from .report import write_report
 
         return write_report
-    if name == "load_runner":
-        from .runners import load_runner
+    if name in ("check_parity", "parity_inputs"):
+        from . import parity
 
-        return load_runner
+        return getattr(parity, name)
     raise AttributeError(name)

@@ -21,8 +21,9 @@ from ..data.cache import build_crop_cache
 from ..data.datasets import resolve_manifest
 from ..data.manifest import read_manifest
 from ..data.transforms import normalize
+from ..runtime import Runner, load_runner
+from ..runtime.runner import reported_gender
 from .metrics import AGE_BIN_EDGES, age_bin_labels, estimate
-from .runners import AgeRunner, Backend, load_runner
 
 __all__ = ["EvalResult", "default_root", "load_eval_table", "predict_split", "summarize", "evaluate", "GENDER_NAMES"]
 
@@ -52,9 +53,9 @@ def load_eval_table(data: str | Path, root: str | Path | None = None) -> tuple[p
     return resolve_manifest(data, str(root), None, "default"), data
 
 
-def predict_split(runner: AgeRunner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
+def predict_split(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
                   tta_flip: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """(age, P(female) or NaN, seconds) for ``crops[index]`` through the runner."""
+    """(age, P(female) or NaN, seconds) for ``crops[index]`` through :meth:`Runner.predict`."""
     import torch
 
     ages, probs = [], []
@@ -64,7 +65,7 @@ def predict_split(runner: AgeRunner, crops: np.ndarray, index: np.ndarray, batch
         x = normalize(torch.from_numpy(np.asarray(crops[idx])).permute(0, 3, 1, 2), runner.cfg).numpy()
         out = runner.predict(x, tta_flip=tta_flip)
         ages.append(out["age"])
-        probs.append(out.get("gender_prob", np.full(len(idx), np.nan)))
+        probs.append(out.get("p_female", np.full(len(idx), np.nan)))
     seconds = time.perf_counter() - t0
     if not ages:
         return np.zeros(0), np.zeros(0), seconds
@@ -78,8 +79,8 @@ def _group_rows(pred: pd.DataFrame, col: str, order: list[str], n_boot: int, see
         if len(sub) == 0:
             continue
         err = (sub["pred"] - sub["age"]).to_numpy(dtype=np.float64)
-        known = sub["gender"].notna() & sub["gender_prob"].notna()
-        correct = ((sub.loc[known, "gender_prob"] > 0.5) == (sub.loc[known, "gender"] == 1)).to_numpy(dtype=np.float64)
+        known = sub["gender"].notna() & sub["p_female"].notna()
+        correct = ((sub.loc[known, "p_female"] > 0.5) == (sub.loc[known, "gender"] == 1)).to_numpy(dtype=np.float64)
         rows.append({
             "group": g, "n": int(len(sub)),
             "mae": estimate(np.abs(err), n_boot=n_boot, seed=seed).to_dict(),
@@ -93,12 +94,12 @@ def _group_rows(pred: pd.DataFrame, col: str, order: list[str], n_boot: int, see
 def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Metrics with 95% percentile-bootstrap CIs from a predictions table.
 
-    ``pred`` needs columns age, pred, gender (0/1/NA), gender_prob (P(female)) and optionally race.
+    ``pred`` needs columns age, pred, gender (0/1/NA), p_female (P(female)) and optionally race.
     Works from the table alone, so a saved predictions.csv can be re-scored later.
     """
     err = (pred["pred"] - pred["age"]).to_numpy(dtype=np.float64)
-    known = (pred["gender"].notna() & pred["gender_prob"].notna()).to_numpy()
-    correct = ((pred["gender_prob"][known] > 0.5) == (pred["gender"][known] == 1)).to_numpy(dtype=np.float64)
+    known = (pred["gender"].notna() & pred["p_female"].notna()).to_numpy()
+    correct = ((pred["p_female"][known] > 0.5) == (pred["gender"][known] == 1)).to_numpy(dtype=np.float64)
     metrics = {
         "mae": estimate(np.abs(err), n_boot=n_boot, seed=seed).to_dict(),
         "cs": {"k": cs_k, **estimate((np.abs(err) <= cs_k).astype(np.float64), n_boot=n_boot, seed=seed).to_dict()},
@@ -127,14 +128,17 @@ class EvalResult:
 
 
 def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test", root: str | Path | None = None,
-             cs_k: float = 5, batch_size: int = 128, tta_flip: bool = True, backend: Backend | None = None,
+             cs_k: float = 5, batch_size: int = 128, tta_flip: bool = True, backend: str | None = None,
              threads: int | None = None, cache_dir: str | Path = "cache", n_boot: int = 1000, seed: int = 0,
              limit: int | None = None, work_dir: str | Path | None = None) -> EvalResult:
     """Run ``model`` (.safetensors or .onnx) on ``split`` of ``data`` and score it.
 
     ``limit`` keeps a seeded random subset of the split (quick looks; not for reported numbers).
+    ``work_dir``: where ``backend="onnx"`` on a ``.safetensors`` model caches its export (default:
+    the user cache).
     """
-    runner, model_info = load_runner(model, backend, threads, work_dir)
+    runner = load_runner(model, backend, threads=threads, cache_dir=work_dir)
+    model_info = runner.info()
     df, data_name = load_eval_table(data, root)
     splits = sorted(df["split"].dropna().unique())
     if split not in splits:
@@ -149,9 +153,11 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
         raise ValueError(f"split {split!r} has no readable images")
     age_pred, prob, seconds = predict_split(runner, crops, index, batch_size, tta_flip)
     sub = df.iloc[index]
+    pred_gender, gender_prob = reported_gender(prob)
     pred = pd.DataFrame({
         "path": sub["path"].to_numpy(), "age": sub["age"].to_numpy(dtype=np.float64), "pred": age_pred,
-        "gender": sub["gender"].to_numpy(), "gender_prob": prob, "race": sub["race"].to_numpy(),
+        "gender": sub["gender"].to_numpy(), "p_female": prob, "pred_gender": pred_gender,
+        "gender_prob": gender_prob, "race": sub["race"].to_numpy(),
     })
     pred["gender"] = pred["gender"].astype("Int64")
     from .. import __version__

@@ -62,7 +62,7 @@ def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
     for name in ("scatter", "mae_by_age"):
         if name in files:
             lines.append(f"![{name}]({Path(files[name]).name})")
-    lines += ["", f"Per-image predictions: `{Path(files['predictions']).name}` (path, age, pred, gender, gender_prob, race).", ""]
+    lines += ["", f"Per-image predictions: `{Path(files['predictions']).name}` (path, age, pred, gender, p_female = P(female), pred_gender, gender_prob = P(pred_gender), race).", ""]
     return "\n".join(lines)
 
 

@@ -1,12 +1,13 @@
-"""Export: a table of formats (ONNX now, TFLite registered), the ONNX runner and parity checks."""
+"""Export: the format table (torch, onnx, tflite) and the functions that write ONNX / TFLite files.
+
+Running the files is :mod:`agekit.runtime`; parity checks are :mod:`agekit.evaluation.parity`.
+"""
 from __future__ import annotations
 
-__all__ = ["EXPORT_FORMATS", "ExportError", "export_model", "load_exported", "export_onnx", "OnnxAgeModel",
-           "check_parity", "parity_inputs"]
+__all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportError", "export_model", "get_format", "export_onnx"]
 
-_WHERE = {"EXPORT_FORMATS": "exporter", "ExportError": "exporter", "export_model": "exporter",
-          "load_exported": "exporter", "export_onnx": "onnx", "OnnxAgeModel": "onnx", "check_parity": "parity",
-          "parity_inputs": "parity"}
+_WHERE = {"EXPORT_FORMATS": "formats", "ExportFormat": "formats", "ExportError": "formats", "export_model": "formats",
+          "get_format": "formats", "export_onnx": "onnx"}
 
 
 def __getattr__(name: str):  # lazy: the CLI imports this package for --help

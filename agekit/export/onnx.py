@@ -1,4 +1,4 @@
-"""ONNX export of agekit models and a runner for the exported files.
+"""ONNX export of agekit models (the runner for the files is :class:`agekit.runtime.onnx.OnnxRunner`).
 
 The exported graph takes ``input`` (float32 NCHW, RGB, normalised with the model's mean/std, any
 batch size) and returns ``age`` (years) and ``gender_logit`` (> 0 means female). Everything needed
@@ -13,14 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..models.registry import AgeModelCfg, get_model_cfg, is_model
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "DEFAULT_OPSET", "export_onnx", "onnx_metadata", "read_onnx_metadata",
-           "cfg_from_metadata", "AgeRunnerBase", "OnnxAgeModel", "flip_tta", "per_sample"]
+           "cfg_from_metadata"]
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("age", "gender_logit", "logits")  # logits: classifiers (research grids)
@@ -136,60 +135,4 @@ def cfg_from_metadata(md: Mapping[str, str]) -> AgeModelCfg:
     if is_model(name):
         return replace(get_model_cfg(name), **fields)
     return AgeModelCfg(name=name, family=md.get("family", "onnx"), task=md.get("task", "age"), **fields)
-
-
-def per_sample(out: Any, n: int) -> np.ndarray:
-    """(B,) for per-face outputs (age, gender_logit), (B, C) for class logits."""
-    out = np.asarray(out)
-    return out.reshape(n) if out.size == n else out.reshape(n, -1)
-
-
-def flip_tta(call, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Average outputs over the image and its horizontal mirror, as the training module's eval does."""
-    a, b = call(x), call(np.ascontiguousarray(x[..., ::-1]))
-    return {k: (a[k] + b[k]) / 2 for k in a}
-
-
-class AgeRunnerBase:
-    """What every model runner (ONNX Runtime, TFLite, PyTorch) shares on top of its ``__call__``."""
-
-    def __call__(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def predict(self, x: np.ndarray | torch.Tensor, tta_flip: bool = False) -> dict[str, np.ndarray]:
-        """Outputs with optional flip TTA; adds ``gender_prob`` = P(female) when the model has a gender head."""
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        out = flip_tta(self, x) if tta_flip else self(x)
-        if "gender_logit" in out:
-            out["gender_prob"] = 1.0 / (1.0 + np.exp(-out["gender_logit"]))
-        return out
-
-
-class OnnxAgeModel(AgeRunnerBase):
-    """An exported agekit model in onnxruntime: ``model(x) -> {"age": (B,), "gender_logit": (B,)}``.
-
-    ``x`` is the normalised float batch (numpy or torch); ``model.cfg`` comes from the file's
-    metadata, so :func:`agekit.data.transforms.crops_to_batch` can prepare inputs for it.
-    """
-
-    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu") -> None:
-        from ..inference.runtime import make_session
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {self.path}")
-        self.session = make_session(self.path, threads=threads, device=device)
-        self.metadata = read_onnx_metadata(self.session)
-        self.cfg = cfg_from_metadata(self.metadata)
-        self.crop_margin = float(json.loads(self.metadata.get("crop_margin", "0.4")))
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        outs = self.session.run(self.output_names, {self.input_name: x})
-        return {n: per_sample(o, len(x)) for n, o in zip(self.output_names, outs)}
 

@@ -3,7 +3,8 @@
 Same contract as the ONNX file: one float32 NCHW input normalised with the model's mean/std, outputs
 age (years) and gender_logit (> 0 female), in that order. TFLite files have no free-form metadata
 slot that every runtime exposes, so the agekit metadata (the same keys as the ONNX export) goes into
-a JSON file next to the model (``model.tflite`` -> ``model.tflite.json``).
+a JSON file next to the model (``model.tflite`` -> ``model.tflite.json``). The runner is
+:class:`agekit.runtime.tflite.TfliteRunner`.
 """
 from __future__ import annotations
 
@@ -11,14 +12,13 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..models.registry import AgeModelCfg
-from .onnx import OUTPUT_NAMES, AgeRunnerBase, cfg_from_metadata, onnx_metadata
+from .onnx import OUTPUT_NAMES, onnx_metadata
 
-__all__ = ["export_tflite", "TfliteAgeModel", "metadata_path"]
+__all__ = ["export_tflite", "metadata_path"]
 
 
 def metadata_path(path: str | Path) -> Path:
@@ -55,43 +55,3 @@ def export_tflite(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *,
     metadata_path(path).write_text(json.dumps(md, indent=2))
     return path
 
-
-class TfliteAgeModel(AgeRunnerBase):
-    """A ``.tflite`` export in the LiteRT interpreter, with :class:`~agekit.export.onnx.OnnxAgeModel`'s interface.
-
-    The graph has batch 1, so a batch is run one image at a time.
-    """
-
-    backend = "tflite"
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"TFLite model not found: {self.path}")
-        side = metadata_path(self.path)
-        if not side.is_file():
-            raise FileNotFoundError(f"{side} (agekit metadata for {self.path.name}) not found; export with `agekit export`")
-        self.metadata = json.loads(side.read_text())
-        self.cfg = cfg_from_metadata(self.metadata)
-        self.crop_margin = float(json.loads(self.metadata.get("crop_margin", "0.4")))
-        self.output_names = json.loads(self.metadata.get("outputs_order", json.dumps(list(OUTPUT_NAMES))))
-        self.interpreter = Interpreter(str(self.path), num_threads=threads or 1)
-        self.interpreter.allocate_tensors()
-        self._in = self.interpreter.get_input_details()[0]["index"]
-        # output tensors come back in signature order (output_0, output_1, ...)
-        outs = sorted(self.interpreter.get_output_details(), key=lambda d: d["name"])
-        self._out = [d["index"] for d in outs]
-
-    def __call__(self, x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        res: dict[str, list[float]] = {n: [] for n in self.output_names}
-        for i in range(len(x)):
-            self.interpreter.set_tensor(self._in, x[i:i + 1])
-            self.interpreter.invoke()
-            for n, idx in zip(self.output_names, self._out):
-                res[n].append(float(self.interpreter.get_tensor(idx).reshape(-1)[0]))
-        return {n: np.asarray(v, dtype=np.float32) for n, v in res.items()}

@@ -8,14 +8,14 @@ from typing import Any
 
 __all__ = [
     "Predictor", "ImageResult", "FaceResult", "Detection", "FaceDetector", "DETECTORS", "create_detector",
-    "register_detector", "align_face", "TEMPLATE", "load_backend", "ModelFileError", "summarize_timings",
+    "register_detector", "align_face", "TEMPLATE", "load_runner", "ModelFileError", "summarize_timings",
 ]
 
 _LAZY = {
     "Predictor": "predictor", "summarize_timings": "predictor", "ImageResult": "results", "FaceResult": "results",
     "Detection": "detectors", "FaceDetector": "detectors", "DETECTORS": "detectors", "create_detector": "detectors",
     "register_detector": "detectors", "align_face": "align", "TEMPLATE": "align",
-    "load_backend": "backends", "ModelFileError": "backends",
+    "load_runner": "agekit.runtime", "ModelFileError": "agekit.runtime",
 }
 
 
@@ -23,5 +23,6 @@ def __getattr__(name: str) -> Any:  # lazy, so `agekit.inference.defaults` stays
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        where = _LAZY[name]
+        return getattr(importlib.import_module(where if "." in where else f"{__name__}.{where}"), name)
     raise AttributeError(name)

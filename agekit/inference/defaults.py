@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-DEFAULT_MODEL = "mobileagenet_lite0_utkface.safetensors"
+from ..runtime.runner import BUNDLED_MODEL, bundled_model_path
+
+ASSETS = bundled_model_path().parent
+DEFAULT_MODEL = BUNDLED_MODEL
 EXAMPLE_PHOTO = "astronaut.jpg"
 
 
 def default_model_path() -> Path:
-    return ASSETS / DEFAULT_MODEL
+    return bundled_model_path()
 
 
 def example_photo_path() -> Path:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from .runtime import make_session
+from ..runtime.sessions import make_session
 
 __all__ = ["Detection", "FaceDetector", "RetinaFaceDetector", "DETECTORS", "register_detector", "create_detector"]
 

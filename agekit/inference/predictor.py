@@ -20,13 +20,13 @@ import numpy as np
 from ..data.imageio import ImageLoadError
 from ..data.transforms import crops_to_batch
 from .align import CHIP_SIZE, align_face
-from .backends import ModelFileError, load_backend
-from .defaults import default_model_path
+from ..runtime import ModelFileError, load_runner
+from ..runtime.runner import reported_gender
 from .detectors import Detection, FaceDetector, create_detector
 from .results import FaceResult, ImageResult
 from .sources import SourceItem, list_sources
 
-__all__ = ["Predictor", "STAGES", "summarize_timings"]
+__all__ = ["Predictor", "STAGES", "summarize_timings", "ModelFileError"]
 
 STAGES = ("load", "detect", "align", "preprocess", "infer", "postprocess")
 
@@ -35,10 +35,11 @@ class Predictor:
     """Estimate age and gender for the faces in images.
 
     Args:
-        model: agekit ``.safetensors`` (either backend) or ``.onnx`` (onnx backend) file; ``None``
-            uses the bundled model.
-        backend: ``"torch"`` or ``"onnx"`` (onnxruntime; a ``.safetensors`` model is exported once
-            into ``cache_dir``).
+        model: agekit ``.safetensors``/``.ckpt`` (torch or onnx backend), ``.onnx`` or ``.tflite`` file;
+            ``None`` uses the bundled model.
+        backend: a runnable format of ``agekit.export.formats.EXPORT_FORMATS`` (``"torch"``, ``"onnx"``
+            = onnxruntime, ``"tflite"``), ``None`` = by file suffix. ``"onnx"`` on a ``.safetensors``
+            model exports it once into ``cache_dir`` (default: the user cache).
         detector: a registered detector name (see ``agekit.inference.detectors.DETECTORS``) or an
             object with ``detect(rgb) -> list[Detection]``.
         batch_size: face crops per model call (pooled across images).
@@ -49,20 +50,16 @@ class Predictor:
         max_side: the detector sees the photo downscaled to this longest side (speed).
     """
 
-    def __init__(self, model: str | Path | None = None, backend: str = "torch", detector: str | FaceDetector = "retinaface",
+    def __init__(self, model: str | Path | None = None, backend: str | None = None, detector: str | FaceDetector = "retinaface",
                  device: str = "cpu", batch_size: int = 32, flip_tta: bool = True, min_score: float = 0.8,
                  threads: int | None = None, max_side: int | None = 640, cache_dir: str | Path | None = None,
                  detector_kwargs: dict[str, Any] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        path = Path(model).expanduser() if model is not None else default_model_path()
-        if not path.is_file():
-            hint = " (the bundled model is not installed; pass a model file)" if model is None else ""
-            raise ModelFileError(f"model file not found: {path}{hint}")
-        self.model_path = path
-        self.backend_name = backend
-        self.backend = load_backend(path, backend, device=device, threads=threads, cache_dir=cache_dir)
-        self.cfg = self.backend.cfg
+        self.runner = load_runner(model, backend, device=device, threads=threads, cache_dir=cache_dir)
+        self.model_path = getattr(self.runner, "source_path", None) or self.runner.path
+        self.backend_name = self.runner.backend
+        self.cfg = self.runner.cfg
         if isinstance(detector, str):
             kw = dict(detector_kwargs or {})
             if detector == "retinaface":
@@ -140,30 +137,20 @@ class Predictor:
         return crops, kept
 
     def preprocess(self, crops: list[np.ndarray]) -> np.ndarray:
-        """The training transform (``crops_to_batch``) plus mirrored copies when ``flip_tta``."""
-        x = crops_to_batch(crops, self.cfg).numpy()
-        if self.flip_tta:
-            x = np.concatenate([x, x[..., ::-1]])
-        return np.ascontiguousarray(x, dtype=np.float32)
+        """The training transform (``crops_to_batch``): float32 NCHW normalised with the model's cfg."""
+        return np.ascontiguousarray(crops_to_batch(crops, self.cfg).numpy(), dtype=np.float32)
 
     def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self.backend(x)
+        """The runner's outputs, averaged with the mirror image when ``flip_tta``; ``p_female`` = P(female)."""
+        return self.runner.predict(x, tta_flip=self.flip_tta)
 
     def postprocess(self, out: dict[str, np.ndarray], n: int) -> list[tuple[float, str | None, float | None]]:
-        """(age, gender, gender_prob) per crop; TTA halves are averaged. gender_logit > 0 means female."""
-        age = out["age"].astype(np.float64)
-        logit = out.get("gender_logit")
-        if self.flip_tta:
-            age = (age[:n] + age[n:]) / 2
-            logit = None if logit is None else (logit[:n] + logit[n:]) / 2
-        rows = []
-        for i in range(n):
-            if logit is None:
-                rows.append((float(age[i]), None, None))
-                continue
-            p_female = float(1.0 / (1.0 + np.exp(-float(logit[i]))))
-            rows.append((float(age[i]), "female", p_female) if p_female > 0.5 else (float(age[i]), "male", 1.0 - p_female))
-        return rows
+        """(age, gender, gender_prob) per crop, where gender_prob is the probability of the reported gender."""
+        age = np.asarray(out["age"], dtype=np.float64)
+        if "p_female" not in out:
+            return [(float(a), None, None) for a in age[:n]]
+        gender, prob = reported_gender(out["p_female"])
+        return [(float(age[i]), str(gender[i]), float(prob[i])) for i in range(n)]
 
     def estimate(self, crops: list[np.ndarray]) -> list[tuple[float, str | None, float | None]]:
         """preprocess -> infer -> postprocess for aligned chips, ``batch_size`` at a time."""

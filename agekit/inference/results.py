@@ -18,7 +18,11 @@ NO_FACE = "no face detected"
 
 @dataclass
 class FaceResult:
-    """``box`` xyxy and ``landmarks`` (5 x [x, y]) in original-image pixels; ``gender_prob`` is P(gender)."""
+    """``box`` xyxy and ``landmarks`` (5 x [x, y]) in original-image pixels.
+
+    ``gender_prob`` is the probability of the reported ``gender`` (P(female) when female, else
+    1 - P(female)), so it is at least 0.5; ``None`` for a model without a gender head.
+    """
 
     box: tuple[float, float, float, float]
     landmarks: tuple[tuple[float, float], ...]

@@ -164,9 +164,10 @@ def evaluate_classifier(model_path: str, dataset: str, root: str | None = None, 
     selection) or ``train`` (the other 90%).
     """
     from ..evaluation.metrics import bootstrap_ci
-    from ..experiments.attention_maps import load_any_model
+    from ..runtime import load_runner
 
-    model, cfg = load_any_model(model_path)
+    runner = load_runner(model_path)  # .safetensors, a Lightning .ckpt, or an exported file
+    cfg = runner.cfg
     if cfg.task != "classification":
         raise ValueError(f"{cfg.name} is an age model; it cannot be scored on {dataset} (use --data utkface or a manifest)")
     data = load_classification(dataset, root)
@@ -185,7 +186,7 @@ def evaluate_classifier(model_path: str, dataset: str, root: str | None = None, 
     correct = []
     loader = DataLoader(ClassificationDataset(x, y, idx, cfg.input_size[-1]), batch_size=batch_size)
     for xb, yb in loader:
-        logits = model(normalize(xb, cfg))["logits"]
+        logits = torch.from_numpy(runner(normalize(xb, cfg).numpy())["logits"])
         if logits.shape[-1] != n:
             raise ValueError(f"the model predicts {logits.shape[-1]} classes but {dataset} has {n}")
         top5.update(logits, yb)

@@ -1,22 +1,26 @@
-"""Export formats as a table (as in Ultralytics): adding a format is one row plus one function.
+"""Model file formats as one table (as in Ultralytics): adding a format is one row, its export function
+and its runner class.
 
 Each row names its export function and its runner as ``"module:attr"`` strings, imported only when
 used, so an unavailable toolchain (e.g. LiteRT) costs nothing until someone asks for that format,
-and then fails with the pip command that fixes it.
+and then fails with the pip command that fixes it. ``torch`` is a row too (the ``.safetensors``
+training output, nothing to export), so ``agekit.runtime.load_runner`` finds every runner here.
+The runner references are plain strings: ``agekit.export`` never imports ``agekit.runtime``
+(runtime depends on export, not the other way round).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..models import load_model
 
-__all__ = ["ExportFormat", "EXPORT_FORMATS", "ExportError", "ExportResult", "get_format", "missing_requirements",
-           "export_model", "load_exported"]
+__all__ = ["ExportFormat", "EXPORT_FORMATS", "ExportError", "ExportResult", "get_format", "format_for_path",
+           "missing_requirements", "runner_formats", "resolve", "export_model"]
 
 
 class ExportError(RuntimeError):
@@ -26,24 +30,31 @@ class ExportError(RuntimeError):
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    suffix: str
-    function: str | None  # "module:attr" with signature fn(model, cfg, path, *, metadata, **options) -> Path
-    requirements: tuple[str, ...]  # pip distribution names
-    runner: str | None = None  # "module:attr": class(path, threads=) -> runner(x) -> {"age", "gender_logit"}
+    suffix: str  # the file suffix this format writes (and is recognised by)
+    function: str | None  # "module:attr": fn(model, cfg, path, *, metadata, **options) -> Path; None = no export
+    requirements: tuple[str, ...] = ()  # pip distribution names the export needs
+    runner: str | None = None  # "module:attr": an agekit.runtime.Runner subclass, cls(path, device=, threads=, ...)
+    options: tuple[str, ...] = ()  # keyword options the export function accepts
     description: str = ""
-    options: tuple[str, ...] = field(default_factory=tuple)  # keyword options the function accepts
+    aliases: tuple[str, ...] = ()  # further suffixes read by the runner (torch: Lightning .ckpt)
 
     @property
     def implemented(self) -> bool:
         return self.function is not None
 
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        return (self.suffix, *self.aliases)
+
 
 EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat("torch", ".safetensors", None, (), runner="agekit.runtime.torch:TorchRunner", aliases=(".ckpt",),
+                 description="the PyTorch model itself: agekit .safetensors (or a Lightning .ckpt from agekit train)"),
     ExportFormat("onnx", ".onnx", "agekit.export.onnx:export_onnx", ("onnx", "onnxruntime", "onnxscript"),
-                 runner="agekit.export.onnx:OnnxAgeModel", options=("opset", "dynamo"),
+                 runner="agekit.runtime.onnx:OnnxRunner", options=("opset", "dynamo"),
                  description="ONNX with agekit metadata; ONNX Runtime on CPU, GPU, mobile and web"),
     ExportFormat("tflite", ".tflite", "agekit.export.tflite:export_tflite", ("litert-torch", "ai-edge-litert"),
-                 runner="agekit.export.tflite:TfliteAgeModel",
+                 runner="agekit.runtime.tflite:TfliteRunner",
                  description="LiteRT / TensorFlow Lite (batch 1, metadata in a .json sidecar) for Android and edge devices"),
 )}
 
@@ -52,8 +63,20 @@ def get_format(name: str) -> ExportFormat:
     try:
         return EXPORT_FORMATS[name.lower()]
     except KeyError:
-        known = ", ".join(f"{f.name}{'' if f.implemented else ' (not implemented yet)'}" for f in EXPORT_FORMATS.values())
+        known = ", ".join(f"{f.name}{'' if f.implemented or f.runner else ' (not implemented yet)'}"
+                          for f in EXPORT_FORMATS.values())
         raise ExportError(f"unknown export format {name!r}; known formats: {known}") from None
+
+
+def format_for_path(path: str | Path) -> ExportFormat | None:
+    """The row whose suffix (or alias) the file has, else None."""
+    suffix = Path(path).suffix.lower()
+    return next((f for f in EXPORT_FORMATS.values() if suffix in f.suffixes), None)
+
+
+def runner_formats() -> list[str]:
+    """Names of the formats that can be run (``--backend`` choices)."""
+    return [f.name for f in EXPORT_FORMATS.values() if f.runner]
 
 
 def missing_requirements(fmt: ExportFormat) -> list[str]:
@@ -66,7 +89,8 @@ def missing_requirements(fmt: ExportFormat) -> list[str]:
     return missing
 
 
-def _resolve(ref: str) -> Callable[..., Any]:
+def resolve(ref: str) -> Callable[..., Any]:
+    """The object a ``"module:attr"`` reference names (imported now)."""
     mod, attr = ref.split(":")
     return getattr(importlib.import_module(mod), attr)
 
@@ -85,7 +109,8 @@ def export_model(model_path: str | Path, format: str = "onnx", out: str | Path |
     """Export an agekit ``.safetensors`` model; ``out`` defaults to the model path with the format's suffix."""
     fmt = get_format(format)
     if not fmt.implemented:
-        raise ExportError(f"export format {fmt.name!r} is registered but not implemented yet ({fmt.description})")
+        why = "it is the model file itself" if fmt.runner else f"not implemented yet ({fmt.description})"
+        raise ExportError(f"export format {fmt.name!r} has no export step: {why}")
     missing = missing_requirements(fmt)
     if missing:
         raise ExportError(f"export format {fmt.name!r} needs: pip install {' '.join(missing)}")
@@ -98,15 +123,5 @@ def export_model(model_path: str | Path, format: str = "onnx", out: str | Path |
     model, cfg, meta = load_model(model_path)
     path = Path(out) if out is not None else model_path.with_suffix(fmt.suffix)
     t0 = time.perf_counter()
-    path = _resolve(fmt.function)(model, cfg, path, metadata=meta, **{k: v for k, v in options.items() if v is not None})
+    path = resolve(fmt.function)(model, cfg, path, metadata=meta, **{k: v for k, v in options.items() if v is not None})
     return ExportResult(Path(path), fmt.name, time.perf_counter() - t0, Path(path).stat().st_size, cfg.name)
-
-
-def load_exported(path: str | Path, format: str | None = None, threads: int | None = None) -> Any:
-    """A runner for an exported file (format from the suffix by default), for parity checks and benchmarks."""
-    path = Path(path)
-    fmt = get_format(format) if format else next((f for f in EXPORT_FORMATS.values() if f.suffix == path.suffix.lower()), None)
-    if fmt is None or fmt.runner is None:
-        raise ExportError(f"no runner for {path.name}; formats with runners: "
-                          + ", ".join(f.name for f in EXPORT_FORMATS.values() if f.runner))
-    return _resolve(fmt.runner)(path, threads=threads)

@@ -1,5 +1,8 @@
 """Does the exported file compute what the PyTorch model computes? Checked on real face crops.
 
+Both sides are :class:`agekit.runtime.Runner` objects, compared through ``runner(x)`` (raw outputs,
+no TTA), so any pair of formats in the table can be checked against each other.
+
 Random tensors exercise every op but not the value ranges real faces produce (and so miss e.g.
 sigmoid saturation or fused-BN precision issues near the decision boundary), so the default check
 uses test crops from the same decode-once cache as training and evaluation.
@@ -17,6 +20,8 @@ from ..data.cache import build_crop_cache
 from ..data.imageio import load_rgb
 from ..data.transforms import crops_to_batch, normalize
 from ..models.registry import AgeModelCfg
+from ..runtime import Runner
+from ..runtime.runner import sigmoid
 
 __all__ = ["ParityReport", "parity_inputs", "check_parity", "IMAGE_SUFFIXES"]
 
@@ -31,7 +36,7 @@ class ParityReport:
     source: str
     max_age_diff: float  # years
     mean_age_diff: float
-    max_gender_prob_diff: float  # probability, 0..1 (NaN without a gender head)
+    max_p_female_diff: float  # |P(female) difference|, 0..1 (NaN without a gender head)
     age_tolerance: float
     prob_tolerance: float
     max_class_prob_diff: float = float("nan")  # classifiers: largest |softmax difference| (NaN for age models)
@@ -42,7 +47,7 @@ class ParityReport:
         def within(diff: float, tol: float) -> bool:  # NaN: the output does not exist in this model
             return bool(np.isnan(diff) or diff <= tol)
 
-        return (within(self.max_age_diff, self.age_tolerance) and within(self.max_gender_prob_diff, self.prob_tolerance)
+        return (within(self.max_age_diff, self.age_tolerance) and within(self.max_p_female_diff, self.prob_tolerance)
                 and within(self.max_class_prob_diff, self.prob_tolerance))
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,7 +69,7 @@ def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, 
     """
     from ..data.classification import is_classification_dataset
     from ..config.roots import dataset_root
-    from ..evaluation.evaluate import load_eval_table
+    from .evaluate import load_eval_table
 
     if cfg.task == "classification" or is_classification_dataset(str(check_data)):
         return _classification_inputs(check_data, cfg, n, root, seed)
@@ -119,11 +124,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
-
-
-def check_parity(reference, candidate, x: np.ndarray, source: str = "", age_tolerance: float = 0.1,
+def check_parity(reference: Runner, candidate: Runner, x: np.ndarray, source: str = "", age_tolerance: float = 0.1,
                  prob_tolerance: float = 0.01, batch_size: int = 16) -> ParityReport:
     """Run both runners (``runner(x) -> {"age", "gender_logit"}`` or ``{"logits"}``) on ``x`` without TTA
     and compare every output they share: age in years, P(female), class probabilities."""
@@ -141,7 +142,7 @@ def check_parity(reference, candidate, x: np.ndarray, source: str = "", age_tole
     cand = {k: np.concatenate(v[1]) for k, v in outs.items()}
     nan = np.array([np.nan])
     d_age = np.abs(ref["age"] - cand["age"]) if "age" in ref else nan
-    d_p = np.abs(_sigmoid(ref["gender_logit"]) - _sigmoid(cand["gender_logit"])) if "gender_logit" in ref else nan
+    d_p = np.abs(sigmoid(ref["gender_logit"]) - sigmoid(cand["gender_logit"])) if "gender_logit" in ref else nan
     d_cls, agree = nan, float("nan")
     if "logits" in ref:
         d_cls = np.abs(_softmax(ref["logits"]) - _softmax(cand["logits"]))

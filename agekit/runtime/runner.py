@@ -1,0 +1,176 @@
+"""The one model-runner interface: what every backend (PyTorch, ONNX Runtime, LiteRT) shares.
+
+A backend only implements ``__call__`` (raw outputs for a normalised batch). Everything else is
+written here once and inherited: checking and loading model files safely, flip TTA, and turning the
+gender logit into P(female) and into the reported gender. The Predictor, ``agekit eval``, parity
+checks and benchmarks all go through :meth:`Runner.predict` / :meth:`Runner.__call__`, so they
+cannot disagree on what a model says.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+__all__ = ["Runner", "ModelFileError", "check_model_file", "load_torch_model", "decode_metadata", "per_sample",
+           "sigmoid", "reported_gender", "bundled_model_path"]
+
+BUNDLED_MODEL = "mobileagenet_lite0_utkface.safetensors"
+
+
+class ModelFileError(FileNotFoundError):
+    """The model file is missing or unusable; the message (one line) says which file and what is wrong."""
+
+
+def bundled_model_path() -> Path:
+    """The trained model shipped in ``agekit/assets`` (the default of ``predict`` and ``eval``)."""
+    return Path(__file__).resolve().parents[1] / "assets" / BUNDLED_MODEL
+
+
+def check_model_file(path: str | Path) -> Path:
+    path = Path(os.path.expanduser(str(path)))
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_torch_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """(model in eval mode, AgeModelCfg, metadata) from an agekit ``.safetensors`` file or a Lightning ``.ckpt``.
+
+    Never unpickles code: safetensors, or ``torch.load(weights_only=True)`` for checkpoints. A
+    checkpoint's metadata is rebuilt from its saved training config (``hyper_parameters.config``).
+    """
+    from ..models import WeightsError, load_model
+
+    path = check_model_file(path)
+    try:
+        if path.suffix.lower() != ".ckpt":
+            return load_model(path)
+        return _load_checkpoint(path)
+    except WeightsError as e:
+        raise ModelFileError(_first_line(e)) from None
+
+
+def _load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    import torch
+
+    from ..models import WeightsError, create_model, get_model_cfg
+    from ..models.weights import load_into
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        config = ckpt["hyper_parameters"]["config"]
+        name, kwargs = config["model"]["name"], dict(config["model"].get("kwargs") or {})
+    except Exception as e:  # noqa: BLE001 - unpickling and missing keys raise many types
+        raise WeightsError(f"cannot read checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from None
+    # the LightningModule keeps the network in `.model`; its other state (loss buffers) is not the model's
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model = create_model(name, **kwargs)
+    load_into(model, state, str(path))
+    meta = {"model_name": name, "model_kwargs": kwargs, "train_config": config, "epoch": ckpt.get("epoch")}
+    return model.eval(), get_model_cfg(name), meta
+
+
+def decode_metadata(md: Mapping[str, str]) -> dict[str, Any]:
+    """String metadata (ONNX ``metadata_props``, the TFLite sidecar) with JSON values decoded."""
+    out: dict[str, Any] = {}
+    for k, v in md.items():
+        try:
+            out[k] = json.loads(v) if isinstance(v, str) else v
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def per_sample(out: Any, n: int) -> np.ndarray:
+    """(B,) for per-face outputs (age, gender_logit), (B, K) for vector outputs such as class logits."""
+    out = np.asarray(out)
+    return out.reshape(n) if out.size == n else out.reshape(n, -1)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def reported_gender(p_female: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gender label, probability of that label) from P(female): ``female`` when p > 0.5, else ``male``.
+
+    This is what ``FaceResult.gender``/``gender_prob`` and the ``pred_gender``/``gender_prob`` columns
+    of an evaluation mean. NaN in (no gender head) gives ``None`` and NaN.
+    """
+    p = np.asarray(p_female, dtype=np.float64)
+    female = p > 0.5
+    label = np.where(np.isnan(p), None, np.where(female, "female", "male")).astype(object)
+    return label, np.where(female, p, 1.0 - p)
+
+
+def _as_batch(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor; kept duck-typed so this module does not need torch
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class Runner:
+    """A loaded model: ``runner(x)`` gives raw outputs, ``runner.predict(x)`` adds flip TTA and P(female).
+
+    Attributes set by every backend: ``cfg`` (AgeModelCfg: input size, mean/std), ``meta`` (the
+    file's agekit metadata as a dict), ``path``, ``output_names``; ``backend`` is the format name.
+    Input: float32 NCHW normalised with ``cfg`` (``agekit.data.transforms.crops_to_batch``).
+    """
+
+    backend: ClassVar[str] = ""
+    from_torch: ClassVar[bool] = False  # accepts an agekit .safetensors file and converts it itself
+    cfg: Any
+    meta: dict[str, Any]
+    path: Path
+    output_names: tuple[str, ...]
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs per sample: age (B,), gender_logit (B,), logits (B, C), as the model has them."""
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray, tta_flip: bool = True) -> dict[str, np.ndarray]:
+        """Outputs averaged over the image and its mirror (``tta_flip``), plus ``p_female`` with a gender head.
+
+        The mirror is run in the same call as the image (one batch of 2B), as the training module's
+        evaluation does; raw outputs (logits) are averaged, then the sigmoid is applied.
+        """
+        x = _as_batch(x)
+        n = len(x)
+        if tta_flip and n:
+            both = self(np.concatenate([x, x[..., ::-1]]))
+            out = {k: (v[:n] + v[n:]) / 2 for k, v in both.items()}
+        else:
+            out = self(x)
+        if "gender_logit" in out:
+            out["p_female"] = sigmoid(out["gender_logit"])
+        return out
+
+    @property
+    def crop_margin(self) -> float:
+        """Box margin of the crops the model was trained on (metadata, else the training config, else 0.4)."""
+        if "crop_margin" in self.meta:
+            return float(self.meta["crop_margin"])
+        data = (self.meta.get("train_config") or {}).get("data") or {}
+        return float(data.get("crop_margin", 0.4))
+
+    def info(self) -> dict[str, Any]:
+        """What a report says about the model: file, backend, name and the training run's own figures."""
+        out: dict[str, Any] = {"path": str(self.path), "backend": self.backend, "model_name": self.cfg.name,
+                               "training_test_metrics": self.meta.get("test")}
+        if self.meta.get("val_mae") is not None:
+            out["val_mae"] = self.meta["val_mae"]
+        if getattr(self, "source_path", None) is not None:
+            out.update(path=str(self.source_path), exported_onnx=str(self.path))
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, model={self.cfg.name!r})"
