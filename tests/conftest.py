@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from agekit.config.roots import dataset_root
+
 torch.set_num_threads(int(os.environ.get("AGEKIT_TEST_THREADS", "2")))
 
 REPO = Path(__file__).resolve().parents[1]
-UTKFACE = Path(os.environ.get("AGEKIT_UTKFACE", REPO.parent / "shared" / "data" / "UTKFace"))
+# the env vars of agekit.config.roots (AGEKIT_UTKFACE_ROOT, AGEKIT_UTKFACE, AGEKIT_DATA_ROOT), else ../shared
+UTKFACE = (REPO / dataset_root("utkface")).resolve()
 
 
 @pytest.fixture(scope="session")

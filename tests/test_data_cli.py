@@ -81,17 +81,22 @@ def test_prepare_subject_kfold_none_and_default(folder, tmp_path):
 ])
 def test_prepare_option_errors(folder, tmp_path, args, message):
     r = prepare("folder", folder, "--out", tmp_path / "m.csv", *args)
-    assert r.exit_code == 2 and message in r.output
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {message}") and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "m.csv").exists()
 
 
 def test_prepare_dataset_errors_are_one_line(folder, tmp_path):
-    r = prepare("nosuch", folder, "--out", tmp_path / "m.csv")
-    assert r.exit_code == 2 and "unknown dataset format 'nosuch'" in r.output
-    r = prepare("fgnet", tmp_path / "absent", "--out", tmp_path / "m.csv")
-    assert r.exit_code == 2 and "FG-NET images folder not found" in r.output and "Traceback" not in r.output
+    def one_line(r) -> str:
+        assert r.exit_code == 2 and isinstance(r.exception, SystemExit) and "Traceback" not in r.output
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1, r.stderr
+        return lines[0]
+
+    assert "unknown dataset format 'nosuch'" in one_line(prepare("nosuch", folder, "--out", tmp_path / "m.csv"))
+    assert "FG-NET images folder not found" in one_line(prepare("fgnet", tmp_path / "absent", "--out", tmp_path / "m.csv"))
     (folder / "labels.csv").write_text("file,age\n00.png,abc\n")
-    r = prepare("folder", folder, "--out", tmp_path / "m.csv")
-    assert r.exit_code == 2 and "labels.csv:2:age'abc'isnotanumber" in "".join(r.output.split())  # rich wraps
+    line = one_line(prepare("folder", folder, "--out", tmp_path / "m.csv"))
+    assert "labels.csv:2: age 'abc' is not a number" in line  # printed whole: errors never wrap
 
 
 def test_parquet_output_needs_pyarrow(folder, tmp_path, monkeypatch):
@@ -113,7 +118,12 @@ def test_stats_cli_and_json(folder, tmp_path):
     assert s["rows"] == 59 and sum(b["count"] for b in s["age_histogram"]) == 59
     assert {r["group"]: r["count"] for r in s["splits"]} == {"train": 47, "val": 6, "test": 6}
     assert all(b["hi"] - b["lo"] == 10 for b in s["age_histogram"])
-    assert s["lds"]["min"] < 1 < s["lds"]["max"] and s["lds"]["rows"] == 47
+    from agekit.data.lds import lds_weights
+
+    train_ages = read_manifest(tmp_path / "m.csv").query("split == 'train'")["age"].to_numpy()
+    w = lds_weights(train_ages)
+    assert s["lds"]["rows"] == 47 and s["lds"]["computed_on"] == "train split"
+    assert (s["lds"]["min"], s["lds"]["max"]) == pytest.approx((float(w.min()), float(w.max())), abs=1e-4)  # 4 decimals
     r = runner.invoke(app, ["data", "stats", str(tmp_path / "missing.csv")])
     assert r.exit_code == 2 and "manifest not found" in r.output
 

@@ -116,7 +116,7 @@ def test_eval_matches_training_module_test_metrics(utk_manifest: Path, tmp_path:
     from agekit.evaluation.evaluate import evaluate
     from agekit.evaluation.metrics import CumulativeScore
     from agekit.models import save_weights
-    from agekit.training.config import load_config
+    from agekit.config.train import load_config
     from agekit.training.datamodule import AgeDataModule
     from agekit.training.module import AgeModule
 

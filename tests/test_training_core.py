@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agekit.training.config import ConfigError, load_config
+from agekit.config.train import ConfigError, load_config
 from agekit.training.losses import adaptive_loss, age_loss, gender_loss
 from agekit.training.schedules import warmup_cosine
 

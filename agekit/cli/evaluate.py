@@ -16,7 +16,8 @@ def eval_cmd(
                                            "(default: the bundled model)"),
     data: str = typer.Option("utkface", "--data", "-d", help="manifest (CSV/Parquet with a split column) or a dataset name"),
     split: str = typer.Option("test", help="which split to score"),
-    root: Optional[str] = typer.Option(None, help="dataset folder for a dataset name (utkface: ../shared/data/UTKFace)"),
+    root: Optional[str] = typer.Option(None, help="dataset folder for a dataset name [default: AGEKIT_<NAME>_ROOT, "
+                                                  "$AGEKIT_DATA_ROOT/<Folder> or ../shared/data/<Folder>]"),
     cs_k: float = typer.Option(5, "--cs-k", help="k for CS@k (share within k years)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder (default: runs/eval/MODEL-DATA-SPLIT)"),
     batch_size: int = typer.Option(128, min=1),
@@ -58,11 +59,36 @@ def eval_cmd(
     files = write_report(res, out)
     for t in results_table(res.results):
         console.print(t)
-    tm = res.results["model"].get("training_test_metrics")
-    if tm and "test/mae" in tm:
-        console.print(f"training run reported test/mae {tm['test/mae']:.3f}", highlight=False)
+    line = training_test_line(model, data, split)
+    if line:
+        console.print(line, highlight=False)
     console.print(f"report: {files['report']}  results: {files['results']}  predictions: {files['predictions']}",
                   highlight=False)
+
+
+def training_test_line(model: Path, data: str, split: str) -> str | None:
+    """The training run's own test MAE, only when this evaluation scored the same data and split it did.
+
+    Training scores test only on request (``trainer.test``), so the metrics may be absent. Both the
+    metrics and the run's config come from the agekit ``.safetensors`` metadata; other files print nothing.
+    """
+    from ..models.weights import WeightsError, read_metadata
+
+    if split != "test" or model.suffix != ".safetensors":
+        return None
+    try:
+        meta = read_metadata(model)
+    except WeightsError:
+        return None
+    tm = meta.get("test") or {}
+    d = (meta.get("train_config") or {}).get("data") or {}
+    if "test/mae" not in tm or d.get("limit_test"):
+        return None
+    if d.get("manifest"):
+        same = Path(data).is_file() and Path(data).resolve() == Path(d["manifest"]).resolve()
+    else:  # a dataset name: agekit eval uses the shipped split, as training does with split_file: default
+        same = data == d.get("dataset") and not Path(data).is_file() and d.get("split_file", "default") == "default"
+    return f"training run reported test/mae {tm['test/mae']:.3f} on the same data and split" if same else None
 
 
 def _is_classifier(model: Path, data: str) -> bool:

@@ -85,7 +85,8 @@ def export_cmd(
 
 def _default_check_data(ref, check_data: str | None, root: str | None) -> tuple[str | None, str | None]:
     """A classifier is checked on test images of the dataset it was trained on, when they are here."""
-    from ..data.classification import FASHION_MNIST_DIR, is_classification_dataset
+    from ..config.roots import dataset_root
+    from ..data.classification import is_classification_dataset
 
     if check_data is not None or ref.cfg.task != "classification":
         return check_data, root
@@ -93,5 +94,5 @@ def _default_check_data(ref, check_data: str | None, root: str | None) -> tuple[
     name, data_root = d.get("dataset", ""), root or d.get("root")
     if not is_classification_dataset(name):
         return None, root
-    where = data_root or (FASHION_MNIST_DIR if name == "fashion_mnist" else None)
+    where = dataset_root(name, data_root)
     return (name, data_root) if where and Path(where).exists() else (None, root)

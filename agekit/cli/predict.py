@@ -14,8 +14,9 @@ err = Console(stderr=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    from .main import fail  # the one error printer (escaped, one line); lazy: main imports this module
+
+    fail(msg, code)
 
 
 def register(app: typer.Typer) -> None:

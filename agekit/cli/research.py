@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-import yaml
 
 experiment_app = typer.Typer(add_completion=False, no_args_is_help=True,
                              help="Run a paper's ablation grid: every cell x seed trained, then a mean ± std table.")
@@ -19,18 +18,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(experiment_app, name="experiment")
     app.command("attention-maps")(attention_maps_cmd)
     app.command("params")(params_cmd)
-
-
-def _overrides(items: list[str] | None) -> dict:
-    from ..training.config import ConfigError
-
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise ConfigError(f"--set {it!r} must look like section.key=value")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
 
 
 def _cells(cells: str | None) -> list[str] | None:
@@ -47,16 +34,16 @@ def run_cmd(
     cells: Optional[str] = typer.Option(None, help="comma-separated subset of cells"),
 ) -> None:
     """Train every cell x seed (finished runs with the same config are reused) and write results.md/.json."""
+    from ..config.base import ConfigError, parse_overrides
     from ..experiments.grid import run_grid
     from ..experiments.report import render_markdown
-    from ..training.config import ConfigError
     from .main import console, fail
 
     def progress(run, i, n):
         console.print(f"[{i + 1}/{n}] {run.cell} seed {run.seed} -> {run.out_dir}", highlight=False)
 
     try:
-        summary = run_grid(grid, seeds, preset, out, _overrides(set_), _cells(cells), on_run=progress)
+        summary = run_grid(grid, seeds, preset, out, parse_overrides(set_), _cells(cells), on_run=progress)
     except ConfigError as e:
         fail(str(e))
     console.print(render_markdown(summary), highlight=False)
@@ -74,12 +61,12 @@ def estimate_cmd(
     """Estimate the grid's wall time on this machine by timing one training step per cell."""
     from rich.table import Table
 
+    from ..config.base import ConfigError, parse_overrides
     from ..experiments.estimate import RUN_OVERHEAD_S, estimate_grid
-    from ..training.config import ConfigError
     from .main import console, fail
 
     try:
-        est = estimate_grid(grid, seeds, preset, _overrides(set_), _cells(cells), repeats)
+        est = estimate_grid(grid, seeds, preset, parse_overrides(set_), _cells(cells), repeats)
     except ConfigError as e:
         fail(str(e))
     table = Table("cell", "train step CPU s (first/last phase)", "eval batch CPU s", "train imgs", "epochs", "s/run")
@@ -98,8 +85,8 @@ def list_cmd(folder: Path = typer.Argument(GRIDS_DIR, help="folder of grid YAMLs
     """The grids in a folder: name, paper, presets, cells."""
     from rich.table import Table
 
+    from ..config.base import ConfigError
     from ..experiments.grid import load_grid
-    from ..training.config import ConfigError
     from .main import console, fail
 
     table = Table("file", "paper", "presets", "cells")
@@ -155,11 +142,15 @@ def params_cmd(
     """Parameter counts of models (built on the meta device: instant, no memory)."""
     from rich.table import Table
 
+    from ..config.base import ConfigError, parse_overrides
     from ..models import get_model_cfg
     from ..models.baselines import model_params
     from .main import console, fail
 
-    kw = {k: v for k, v in _overrides(kwarg).items()}
+    try:
+        kw = parse_overrides(kwarg)
+    except ConfigError as e:
+        fail(str(e))
     table = Table("model", "task", "input", "params")
     for n in names:
         try:

@@ -22,6 +22,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ..config.roots import FASHION_MNIST_DIR, dataset_root  # FASHION_MNIST_DIR: the Debian location
+
 __all__ = [
     "CLASSIFICATION_DATASETS",
     "FASHION_MNIST_DIR",
@@ -36,7 +38,6 @@ __all__ = [
     "read_idx",
 ]
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot"]
 CLASSIFICATION_DATASETS = {"fashion_mnist": 10, "cifar100": 100}  # name -> number of classes
@@ -87,8 +88,8 @@ def _resize_stack(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in images])
 
 
-def load_fashion_mnist(root: str | Path = FASHION_MNIST_DIR, size: int = 32) -> ClassificationData:
-    root = Path(root)
+def load_fashion_mnist(root: str | Path | None = None, size: int = 32) -> ClassificationData:
+    root = Path(dataset_root("fashion_mnist", root) or FASHION_MNIST_DIR)
     files = {k: root / f"{k}-idx{1 if 'labels' in k else 3}-ubyte.gz" for k in
              ("train-images", "train-labels", "t10k-images", "t10k-labels")}
     missing = [str(p) for p in files.values() if not p.is_file()]
@@ -150,8 +151,9 @@ def load_cifar100(root: str | Path) -> ClassificationData:
 
 def load_classification(name: str, root: str | Path | None) -> ClassificationData:
     if name == "fashion_mnist":
-        return load_fashion_mnist(root or FASHION_MNIST_DIR)
+        return load_fashion_mnist(dataset_root(name, root))
     if name == "cifar100":
+        root = dataset_root(name, root)
         if root is None:
             raise ValueError("cifar100 needs data.root: the cifar-100-python folder")
         return load_cifar100(root)

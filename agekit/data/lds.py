@@ -2,10 +2,24 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import convolve1d
-from scipy.signal.windows import triang
 
 __all__ = ["lds_weights"]
+
+
+def _triang(m: int) -> np.ndarray:
+    """The triangular window of ``scipy.signal.windows.triang(m)`` (no zero end points), in numpy."""
+    n = np.arange(1, (m + 1) // 2 + 1, dtype=np.float64)
+    if m % 2:
+        w = 2 * n / (m + 1)
+        return np.concatenate([w, w[-2::-1]])
+    w = (2 * n - 1) / m
+    return np.concatenate([w, w[::-1]])
+
+
+def _convolve_same(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.convolve1d(x, k, mode="constant")``: zero padding, centred at ``len(k) // 2``."""
+    start = len(k) // 2
+    return np.convolve(x, k, mode="full")[start:start + len(x)]
 
 
 def _kernel(kind: str, ks: int, sigma: float) -> np.ndarray:
@@ -14,7 +28,7 @@ def _kernel(kind: str, ks: int, sigma: float) -> np.ndarray:
     if kind == "gaussian":
         k = np.exp(-(x**2) / (2 * sigma**2))
     elif kind == "triang":
-        k = triang(ks)
+        k = _triang(ks)
     elif kind == "laplace":
         k = np.exp(-np.abs(x) / sigma)
     else:
@@ -41,6 +55,6 @@ def lds_weights(ages: np.ndarray, kind: str = "gaussian", ks: int = 5, sigma: fl
         counts = np.clip(counts, 5, 1000)
     else:
         raise ValueError(f"unknown LDS reweighting {reweight!r}: use sqrt_inv or inverse")
-    smoothed = convolve1d(counts, _kernel(kind, ks, sigma), mode="constant")
+    smoothed = _convolve_same(counts, _kernel(kind, ks, sigma))
     w = 1.0 / np.maximum(smoothed[bins], 1e-6)
     return (w * len(w) / w.sum()).astype(np.float32)

@@ -8,7 +8,6 @@ crop path (:class:`agekit.data.crops.CropSpec`): photos with landmarks are align
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config.roots import dataset_root
 from ..data.adapters import ADAPTERS, get_adapter
 from ..data.cache import build_crop_cache
 from ..data.crops import CropSpec
@@ -34,10 +34,8 @@ GENDER_NAMES = {0: "male", 1: "female"}
 
 
 def default_root(dataset: str) -> str | None:
-    """Where a named dataset lives by default (UTKFace: ``$AGEKIT_UTKFACE`` or ``../shared/data/UTKFace``)."""
-    if dataset == "utkface":
-        return os.environ.get("AGEKIT_UTKFACE", "../shared/data/UTKFace")
-    return None
+    """Where a named dataset lives by default: :func:`agekit.config.roots.dataset_root` (env, then ../shared/data)."""
+    return dataset_root(dataset)
 
 
 def load_eval_table(data: str | Path, root: str | Path | None = None) -> tuple[pd.DataFrame, str]:
@@ -50,7 +48,7 @@ def load_eval_table(data: str | Path, root: str | Path | None = None) -> tuple[p
             raise ValueError(f"manifest {p} has no split column; add one (e.g. `agekit data prepare --split ...`)")
         return df, p.stem
     get_adapter(data)  # raises with the list of known names
-    root = root or default_root(data)
+    root = dataset_root(data, root)
     if root is None:
         raise ValueError(f"dataset {data!r} needs --root (known datasets: {', '.join(sorted(ADAPTERS))})")
     if not Path(root).is_dir():

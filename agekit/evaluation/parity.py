@@ -68,13 +68,14 @@ def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, 
     ``None`` means UTKFace when its folder exists, else random inputs.
     """
     from ..data.classification import is_classification_dataset
-    from .evaluate import default_root, load_eval_table
+    from ..config.roots import dataset_root
+    from .evaluate import load_eval_table
 
     if cfg.task == "classification" or is_classification_dataset(str(check_data)):
         return _classification_inputs(check_data, cfg, n, root, seed)
     fallback = ""
     if check_data is None:
-        r = root or default_root("utkface")
+        r = dataset_root("utkface", root)
         check_data = "utkface" if r and Path(r).is_dir() else "random"
         fallback = " (UTKFace not found; pass --check-data for real crops)" if check_data == "random" else ""
     check_data = str(check_data)

@@ -42,9 +42,10 @@ def _split_sizes(run: RunSpec) -> tuple[int | None, int | None, int | None]:
     else:
         sizes = [None, None, None]
         try:  # age data: count the split rows (UTKFace: the shipped split)
+            from ..config.roots import dataset_root
             from ..data.datasets import resolve_manifest
 
-            df = resolve_manifest(d.dataset, d.root, d.manifest, d.split_file, seed=run.config.trainer.seed)
+            df = resolve_manifest(d.dataset, dataset_root(d.dataset, d.root), d.manifest, d.split_file, seed=run.config.trainer.seed)
             sizes = [int((df["split"] == s).sum()) for s in ("train", "val", "test")]
         except Exception:  # noqa: BLE001, S110 - data not present or unreadable: fall back to the limits
             pass

@@ -10,13 +10,15 @@ A grid file (``configs/experiments/*.yaml``)::
     presets:                  # dotted-key overrides on top of base, chosen with --preset
       full: {trainer.max_epochs: 100, ...}
       cpu: {data.limit_train: 4000, ...}
-    include: _attention_base.yaml   # optional: a file with shared base/presets, merged under this one
+    include: _attention_base.yaml   # optional: file(s) with shared base/presets, merged under this one
+                                    # (agekit.config.base.load_yaml: the same include as training configs)
     cells:
       - name: mhsa
         set: {model.kwargs.mechanism: mhsa}
         presets: {cpu: {...}}  # optional per-cell, per-preset overrides
 
 Order of application: base -> preset -> cell ``set`` -> cell preset -> command-line ``--set`` -> seed/out_dir.
+Grid runs score the test split (``trainer.test: true`` unless a layer sets it): the table reports test metrics.
 """
 from __future__ import annotations
 
@@ -28,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from ..training.config import ConfigError, TrainConfig
+from ..config.base import ConfigError, Strict, apply_overrides, format_validation_error, load_yaml, set_dotted
+from ..config.train import TrainConfig, check_resume
 
 __all__ = [
     "DEFAULT_OUT",
@@ -42,24 +44,19 @@ __all__ = [
     "load_grid",
     "resolve_preset",
     "run_grid",
-    "set_dotted",
 ]
 
 DEFAULT_OUT = Path("runs/experiments")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class CellSpec(_Strict):
+class CellSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.+-]+$")  # also a folder name
     description: str = ""
     set: dict[str, Any] = Field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-class GridSpec(_Strict):
+class GridSpec(Strict):
     name: str
     description: str = ""
     paper: str = ""
@@ -101,41 +98,12 @@ class RunSpec:
 
 def load_grid(path: str | Path) -> GridSpec:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
+    raw = load_yaml(path, what="grid file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        if isinstance(raw, dict) and "include" in raw:  # shared base/presets of a paper's grids
-            inc = path.parent / raw.pop("include")
-            if not inc.is_file():
-                raise ConfigError(f"grid file {path}: included file not found: {inc}")
-            raw = _deep_merge(yaml.safe_load(inc.read_text()) or {}, raw)
         return GridSpec.model_validate(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"grid file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"grid file {path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-
-
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """``b`` over ``a``, merging nested mappings (an included file's base/presets, then the grid's own)."""
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    """``raw["a"]["b"]["c"] = value`` for ``key="a.b.c"``, creating sections as needed."""
-    node = raw
-    parts = key.split(".")
-    for p in parts[:-1]:
-        nxt = node.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override {key!r}: {p} is not a section")
-        node = nxt
-    node[parts[-1]] = copy.deepcopy(value)
 
 
 def resolve_preset(grid: GridSpec, preset: str) -> str:
@@ -162,25 +130,23 @@ def expand_grid(grid: GridSpec, preset: str, seeds: list[int], out_dir: str | Pa
             continue
         raw = copy.deepcopy(grid.base)
         for layer in (grid.presets.get(preset, {}), cell.set, cell.presets.get(preset, {}), overrides or {}):
-            for k, v in layer.items():
-                set_dotted(raw, k, v)
+            apply_overrides(raw, layer)
         for seed in seeds:
             r = copy.deepcopy(raw)
             set_dotted(r, "trainer.seed", seed)
             set_dotted(r, "trainer.out_dir", str(Path(out_dir) / cell.name / f"seed{seed}"))
             r.setdefault("trainer", {}).setdefault("progress", "none")
+            r["trainer"].setdefault("test", True)  # the grid's table is of test metrics
             try:
                 cfg = TrainConfig.model_validate(r)
             except ValidationError as e:
-                err = e.errors()[0]
-                raise ConfigError(f"grid {grid.name}, cell {cell.name}: config key "
-                                  f"'{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+                raise ConfigError(format_validation_error(e, f"grid {grid.name}, cell {cell.name}: ")) from None
             runs.append(RunSpec(cell.name, seed, cfg))
     return runs
 
 
-def _config_json(run: RunSpec) -> dict[str, Any]:
-    """The config.json the runner will write for ``run`` (classifiers get num_classes filled in)."""
+def _config_as_run(run: RunSpec) -> TrainConfig:
+    """The config the runner will write for ``run`` (classifiers get num_classes filled in)."""
     from ..training.runner import task_of
 
     cfg = run.config
@@ -188,7 +154,7 @@ def _config_json(run: RunSpec) -> dict[str, Any]:
         from ..training.classification import with_num_classes
 
         cfg = with_num_classes(cfg)
-    return json.loads(cfg.model_dump_json())
+    return cfg
 
 
 def _completed(run: RunSpec) -> dict[str, Any] | None:
@@ -199,9 +165,8 @@ def _completed(run: RunSpec) -> dict[str, Any] | None:
     res, conf = run.out_dir / "results.json", run.out_dir / "config.json"
     if not conf.is_file():
         return None
-    if json.loads(conf.read_text()) != _config_json(run):
-        raise ConfigError(f"{run.out_dir} holds a run with a different config (the grid or --set changed); "
-                          "pass another --out or remove that folder")
+    check_resume(run.out_dir, _config_as_run(run), allow_change=False,
+                 hint="the grid or --set changed; pass another --out or remove that folder")
     return json.loads(res.read_text()) if res.is_file() else None
 
 

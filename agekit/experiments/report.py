@@ -20,7 +20,7 @@ METRICS = {
 def cell_params(config: dict[str, Any]) -> int:
     """Total parameters of the cell's model (meta-device build, exactly what trained)."""
     from ..models.baselines import model_params
-    from ..training.config import TrainConfig
+    from ..config.train import TrainConfig
     from ..training.runner import task_of
 
     cfg = TrainConfig.model_validate(config)

@@ -26,7 +26,7 @@ from ..data.transforms import normalize
 from ..models.freezing import regime_param_groups
 from ..models.registry import AgeModelCfg
 from .module import ConfiguredModule
-from .config import ConfigError, DataSection, TrainConfig
+from ..config.train import ConfigError, DataSection, TrainConfig
 from .schedules import build_scheduler
 
 __all__ = ["VAL_FRACTION", "ClassificationDataModule", "ClassificationModule", "evaluate_classifier", "with_num_classes"]

@@ -6,12 +6,13 @@ import numpy as np
 from rich.console import Console
 from torch.utils.data import DataLoader
 
+from ..config.roots import dataset_root
 from ..data.cache import build_crop_cache
 from ..data.crops import CropSpec
 from ..data.datasets import FaceCropDataset, resolve_manifest
 from ..data.lds import lds_weights
 from ..models.registry import AgeModelCfg
-from .config import TrainConfig
+from ..config.train import TrainConfig
 
 __all__ = ["AgeDataModule"]
 
@@ -26,9 +27,9 @@ class AgeDataModule(L.LightningDataModule):
         if self.df is not None:
             return
         d = self.cfg.data
-        df = resolve_manifest(d.dataset, d.root, d.manifest, d.split_file, seed=self.cfg.trainer.seed)
-        spec = CropSpec(getattr(d, "crop", "auto"))  # data.crop: auto | chip | align
-        crops, ok, errors = build_crop_cache(df, self.model_cfg.input_size[-1], d.cache_dir, spec)
+        df = resolve_manifest(d.dataset, dataset_root(d.dataset, d.root), d.manifest, d.split_file,
+                              seed=self.cfg.trainer.seed)
+        crops, ok, errors = build_crop_cache(df, self.model_cfg.input_size[-1], d.cache_dir, CropSpec(d.crop))
         if errors:
             Console(stderr=True).print(f"[yellow]skipped {len(errors)} unreadable images, e.g. {errors[0]}")
         self.df, self.crops, self.ok = df, crops, ok

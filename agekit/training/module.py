@@ -12,7 +12,7 @@ from ..data.batch_augment import BatchAugment
 from ..data.transforms import normalize
 from ..evaluation.metrics import CumulativeScore
 from ..models import get_model_cfg
-from .config import TrainConfig
+from ..config.train import TrainConfig
 from .losses import age_loss, gender_loss
 from .schedules import build_scheduler
 

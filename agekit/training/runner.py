@@ -10,10 +10,10 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from ..config.train import TrainConfig, check_resume
 from ..models import get_model_cfg, save_weights
 from ..models.freezing import FreezingRegime
 from .callbacks import TwoStageFinetuning
-from .config import TrainConfig
 from .datamodule import AgeDataModule
 from .module import AgeModule
 
@@ -61,9 +61,12 @@ def _offline(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]:
+    """Fit, export the best checkpoint; score test only when ``trainer.test`` (selection uses validation only).
+
+    Resuming ``out_dir`` that holds another config raises ConfigError unless ``allow_config_change``.
+    """
     t = cfg.trainer
-    L.seed_everything(t.seed, workers=True)
     task = task_of(cfg)
     if task == "classification":
         from .classification import ClassificationDataModule, with_num_classes
@@ -71,6 +74,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         cfg = with_num_classes(cfg)
     out = Path(t.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if t.resume:
+        check_resume(out, cfg, allow_config_change)
+    L.seed_everything(t.seed, workers=True)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
     module = _module_cls(task)(cfg.model_dump())
     if t.channels_last:
@@ -98,9 +104,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     best = ckpt_cb.best_model_path or str(last)
     results: dict[str, Any] = {"best_checkpoint": best, f"best_val_{metric}": float(ckpt_cb.best_model_score or float("nan"))}
     if trainer.is_global_zero:
-        test = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
-        results["test"] = test[0] if test else {}
-        results["model_file"] = str(export_checkpoint(best, out / "model.safetensors",
-                                                      {f"val_{metric}": results[f"best_val_{metric}"], "test": results["test"]}))
+        extra: dict[str, Any] = {f"val_{metric}": results[f"best_val_{metric}"]}
+        if t.test:
+            test = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+            results["test"] = extra["test"] = test[0] if test else {}
+        results["model_file"] = str(export_checkpoint(best, out / "model.safetensors", extra))
         (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
