@@ -48,7 +48,7 @@ def test_onnx_matches_torch(runners, x):
     assert a["age"].shape == b["age"].shape == (7,) and b["age"].dtype == np.float32
     np.testing.assert_allclose(a["age"], b["age"], atol=1e-3)
     np.testing.assert_allclose(a["gender_logit"], b["gender_logit"], atol=1e-4)
-    assert onnx_r.crop_margin == torch_r.crop_margin == 0.4
+    assert onnx_r.cfg.input_size == torch_r.cfg.input_size and onnx_r.cfg.mean == torch_r.cfg.mean
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["torch", "onnx"])
@@ -103,13 +103,13 @@ def test_lightning_checkpoint_loads_like_the_safetensors_file(random_model_file,
 
     model, _, _ = load_model(random_model_file)
     ckpt = {"hyper_parameters": {"config": {"model": {"name": "mobileagenet_lite0", "kwargs": {}},
-                                            "data": {"crop_margin": 0.3}}},
+                                            "data": {"batch_size": 32}}},
             "state_dict": {**{f"model.{k}": v for k, v in model.state_dict().items()},
                            "criterion.weight": torch.ones(3)},  # module state that is not the model's
             "epoch": 4}
     torch.save(ckpt, tmp_path / "last.ckpt")
     r = load_runner(tmp_path / "last.ckpt")
-    assert r.backend == "torch" and r.meta["epoch"] == 4 and r.crop_margin == 0.3
+    assert r.backend == "torch" and r.meta["epoch"] == 4 and r.meta["train_config"]["data"]["batch_size"] == 32
     np.testing.assert_allclose(r(x)["age"], runners[0](x)["age"], atol=1e-5)
 
 

@@ -2,7 +2,7 @@
 
 The exported graph takes ``input`` (float32 NCHW, RGB, normalised with the model's mean/std, any
 batch size) and returns ``age`` (years) and ``gender_logit`` (> 0 means female). Everything needed
-to feed it (input size, mean, std, age range, crop margin) is written into the file's
+to feed it (input size, mean, std, age range, crop geometry) is written into the file's
 ``metadata_props``, so an ``.onnx`` file is usable without agekit's model registry.
 """
 from __future__ import annotations
@@ -32,7 +32,6 @@ def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None) -> di
     meta = dict(meta or {})
     kwargs = meta.get("model_kwargs") or {}
     age_range = kwargs.get("age_range", cfg.age_range)
-    margin = ((meta.get("train_config") or {}).get("data") or {}).get("crop_margin", 0.4)
     from .. import __version__
 
     full_cfg = {**cfg.to_dict(), "age_range": list(age_range)}
@@ -46,8 +45,9 @@ def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None) -> di
         "mean": json.dumps(list(cfg.mean)),
         "std": json.dumps(list(cfg.std)),
         "age_range": json.dumps(list(age_range)),
-        "crop_margin": json.dumps(margin),
-        "input_format": "float32 NCHW RGB, x = (pixel/255 - mean) / std, face crop resized to input_size",
+        "input_format": ("float32 NCHW RGB, x = (pixel/255 - mean) / std; the face is a 200x200 chip aligned by a "
+                         "5-point similarity onto agekit's UTKFace-chip template (agekit.data.align.TEMPLATE), "
+                         "resized to input_size"),
         "task": cfg.task,
         "outputs": ("logits: (B, classes)" if cfg.task == "classification"
                     else "age: years (B,); gender_logit: (B,), sigmoid = P(female)"),
@@ -74,7 +74,7 @@ def export_onnx(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *, opset: 
     ``dynamo=None`` picks the torch.export-based exporter for opset >= 18 (the supported path in
     current PyTorch) and the TorchScript exporter for older opsets, which only it can still emit.
     ``metadata`` is the agekit weights metadata (model_kwargs, train_config ...), used for age range
-    and crop margin.
+    and the provenance.
     """
     import onnx
 

@@ -154,14 +154,6 @@ class Runner:
             out["p_female"] = sigmoid(out["gender_logit"])
         return out
 
-    @property
-    def crop_margin(self) -> float:
-        """Box margin of the crops the model was trained on (metadata, else the training config, else 0.4)."""
-        if "crop_margin" in self.meta:
-            return float(self.meta["crop_margin"])
-        data = (self.meta.get("train_config") or {}).get("data") or {}
-        return float(data.get("crop_margin", 0.4))
-
     def info(self) -> dict[str, Any]:
         """What a report says about the model: file, backend, name and the training run's own figures."""
         out: dict[str, Any] = {"path": str(self.path), "backend": self.backend, "model_name": self.cfg.name,
