@@ -169,6 +169,7 @@ def expand_grid(grid: GridSpec, preset: str, seeds: list[int], out_dir: str | Pa
             set_dotted(r, "trainer.seed", seed)
             set_dotted(r, "trainer.out_dir", str(Path(out_dir) / cell.name / f"seed{seed}"))
             r.setdefault("trainer", {}).setdefault("progress", "none")
+            set_dotted(r, "trainer.test", True)  # the grid tables report test scores: asked for explicitly
             try:
                 cfg = TrainConfig.model_validate(r)
             except ValidationError as e:
@@ -183,12 +184,7 @@ def _config_json(run: RunSpec) -> dict[str, Any]:
     """The config.json the runner will write for ``run`` (classifiers get num_classes filled in)."""
     from ..training.runner import task_of
 
-    cfg = run.config
-    if task_of(cfg) == "classification":
-        from ..training.classification import with_num_classes
-
-        cfg = with_num_classes(cfg)
-    return json.loads(cfg.model_dump_json())
+    return json.loads(task_of(run.config).prepare_config(run.config).model_dump_json())
 
 
 def _completed(run: RunSpec) -> dict[str, Any] | None:

@@ -96,6 +96,7 @@ class TrainerSection(_Strict):
     seed: int = 0
     out_dir: str = "runs/train"
     resume: bool = True  # continue from out_dir/checkpoints/last.ckpt when present
+    test: bool = False  # score the test split after fit; selection always uses validation only
     limit_train_batches: float | int = 1.0
     log_every_n_steps: int = 50
     progress: Literal["rich", "none"] = "rich"
