@@ -178,7 +178,7 @@ def bench_training(threads: int, steps: int, warmup: int) -> list[dict]:
     """Optimizer steps of the training LightningModule (forward + backward + AdamW) at batch 64, channels_last."""
     import torch
 
-    from agekit.training.module import AgeModule
+    from agekit.training.module import TaskModule
 
     rows = []
     for frozen in (0, 2):
@@ -186,14 +186,14 @@ def bench_training(threads: int, steps: int, warmup: int) -> list[dict]:
         config = {"model": {"name": "mobileagenet_lite0", "pretrained": False},
                   "finetune": {"freeze_early_blocks": frozen}, "trainer": {"channels_last": True}}
         torch.manual_seed(0)
-        module = AgeModule(config).to(memory_format=torch.channels_last).train()
+        module = TaskModule(config).to(memory_format=torch.channels_last).train()
         opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
         size = module.model_cfg.input_size[-1]
         x = torch.randint(0, 256, (64, 3, size, size), dtype=torch.uint8)
         age, gender, weight = torch.rand(64) * 90, torch.randint(0, 2, (64,)), torch.ones(64)
 
         def step() -> None:
-            loss = module._loss(module(x), age, gender, weight)
+            loss = module.task.loss(module(x), (x, age, gender, weight), module.cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -117,13 +117,13 @@ def test_eval_matches_training_module_test_metrics(utk_manifest: Path, tmp_path:
     from agekit.evaluation.metrics import CumulativeScore
     from agekit.models import save_weights
     from agekit.config.train import load_config
-    from agekit.training.datamodule import AgeDataModule
-    from agekit.training.module import AgeModule
+    from agekit.data.datamodule import AgeDataModule
+    from agekit.training.module import TaskModule
 
     cfg = load_config(None, [f"data.manifest={utk_manifest}", f"data.cache_dir={tmp_path / 'cache'}",
                              "model.pretrained=false", "data.batch_size=16"])
     torch.manual_seed(1)
-    module = AgeModule(cfg.model_dump()).eval()
+    module = TaskModule(cfg.model_dump()).eval()
     dm = AgeDataModule(cfg, module.model_cfg)
     dm.setup("test")
     mae, cs = MeanAbsoluteError(), CumulativeScore(5)

@@ -26,7 +26,14 @@ def test_forward_backward_outputs_bounded_age(name):
     x = torch.randn(2, *get_model_cfg(name).input_size)
     out = model(x)
     assert set(out) == {"age", "gender_logit"} and out["age"].shape == (2,)
-    assert bool(((out["age"] >= 0) & (out["age"] <= 90)).all())
+    # age_range reaches the head: age = 0 + 90 * sigmoid(raw score) of the head's own layers
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        score = model.head.age_out(model.head.body(model.backbone(x))).squeeze(-1)
+    assert torch.allclose(out["age"], 90 * torch.sigmoid(score), atol=1e-4)
+    model.train()
+    out = model(x)
     (out["age"].sum() + out["gender_logit"].sum()).backward()
 
 

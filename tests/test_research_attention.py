@@ -7,7 +7,7 @@ import torch
 
 from agekit.models import create_model
 from agekit.models.attention import MECHANISMS, GatedMHSA, capture_attention, create_attention
-from agekit.models.freezing import FreezingRegime, apply_regime, late_backbone_modules, regime_param_groups
+from agekit.models.freezing import Finetuning, apply_regime, late_backbone_modules, param_groups
 
 
 @pytest.mark.parametrize("kind", MECHANISMS)
@@ -83,13 +83,17 @@ def test_freezing_late_set_is_last_downsample_and_stage4():
 def test_regime_param_groups_cover_every_parameter_once():
     model = create_model("convnext_attn_atto", num_classes=10)
     n_all = len(list(model.parameters()))
-    for regime, late_lr in (("F0", 1e-4), ("F1", 1e-3), ("F2", 1e-4)):
-        groups = regime_param_groups(model, regime, lr=1e-3, backbone_lr_ratio=0.1)
+    for regime, late_lr in (("F1", 1e-3), ("F0", None), ("F2", None), ("two_stage", None)):
+        groups = param_groups(model, regime, lr=1e-3, backbone_lr_ratio=0.1, weight_decay=0.05)
         ids = [id(p) for g in groups for p in g["params"]]
         assert len(ids) == len(set(ids)) == n_all
         by = {g["name"]: g for g in groups}
         assert by["head"]["lr"] == 1e-3 and by["backbone"]["lr"] == pytest.approx(1e-4)
-        assert by["backbone_late"]["lr"] == pytest.approx(late_lr)
+        assert by["backbone_no_decay"]["weight_decay"] == 0.0 and by["backbone"]["weight_decay"] == 0.05
+        if late_lr is None:  # only F1 trains the late stage at another lr than the rest of the backbone
+            assert "backbone_late" not in by
+        else:
+            assert by["backbone_late"]["lr"] == pytest.approx(late_lr)
 
 
 def test_freezing_callback_switches_at_warmup_epochs():
@@ -100,14 +104,14 @@ def test_freezing_callback_switches_at_warmup_epochs():
 
     h = Holder()
     outside = {n for n, _ in h.model.named_parameters() if not n.startswith("backbone.")}
-    cb = FreezingRegime("F2", warmup_epochs=2)
+    cb = Finetuning("F2", warmup_epochs=2)
     cb.freeze_before_training(h)
     assert _trainable(h.model) == outside  # hybrid: transformer, connector, head train during warmup
     cb.finetune_function(h, 1, None)
     assert _trainable(h.model) == outside
     cb.finetune_function(h, 2, None)
     assert all(p.requires_grad for p in h.model.parameters())
-    cb0 = FreezingRegime("F1", warmup_epochs=0)
+    cb0 = Finetuning("F1", warmup_epochs=0)
     cb0.freeze_before_training(h)  # no warmup: unfrozen from the start
     assert any(p.requires_grad for p in h.model.backbone.stages[3].parameters())
     assert not any(p.requires_grad for p in h.model.backbone.stages[0].parameters())

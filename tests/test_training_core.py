@@ -5,12 +5,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from agekit.config.train import ConfigError, load_config
-from agekit.training.losses import adaptive_loss, age_loss, gender_loss
+from agekit.tasks.age import adaptive_loss, age_loss, gender_loss
 from agekit.training.schedules import warmup_cosine
 
 
@@ -80,12 +81,17 @@ def test_train_resume_and_export(tmp_path):
             f"trainer.out_dir={tmp_path / 'run'}", "trainer.progress=none", "model.pretrained=false",
             "finetune.freeze_early_blocks=2", "trainer.log_every_n_steps=1"]
     res = train(load_config(None, base + ["trainer.max_epochs=1"]))
-    assert Path(res["model_file"]).is_file() and np.isfinite(res["test"]["test/mae"])
+    assert Path(res["model_file"]).is_file() and "test" not in res  # test split only on request
+    assert not [c for c in pd.read_csv(tmp_path / "run" / "logs" / "version_0" / "metrics.csv").columns
+                if c.startswith("test/")]
     ck1 = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    res2 = train(load_config(None, base + ["trainer.max_epochs=2"]))  # resumes from last.ckpt
+    longer = load_config(None, base + ["trainer.max_epochs=2", "trainer.test=true"])
+    with pytest.raises(ConfigError, match="max_epochs"):  # another config: refused unless asked
+        train(longer)
+    res2 = train(longer, allow_config_change=True)  # resumes from last.ckpt
+    assert np.isfinite(res2["test"]["test/mae"])
     ck2 = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ck2["global_step"] == 2 * ck1["global_step"] > 0
-    import pandas as pd
 
     first = pd.read_csv(tmp_path / "run" / "logs" / "version_0" / "metrics.csv")
     resumed = pd.read_csv(tmp_path / "run" / "logs" / "version_1" / "metrics.csv")
@@ -93,21 +99,25 @@ def test_train_resume_and_export(tmp_path):
     assert set(resumed.loc[resumed["train/loss"].notna(), "epoch"].astype(int)) == {1}  # only the new epoch trained
     model, cfg, meta = load_model(res2["model_file"])
     assert meta["model_name"] == "mobileagenet_lite0" and "test" in meta
+    # the true config is saved (not the offline rebuild's), with its provenance
+    assert meta["train_config"]["finetune"]["freeze_early_blocks"] == 2
+    assert meta["provenance"] == {"imagenet_weights": None, "init_weights": None, "init_chain": [],
+                                  "stages": [{"config": meta["train_config"]}]}
     assert json.loads((tmp_path / "run" / "results.json").read_text())["best_checkpoint"]
 
 
 def test_two_stage_freezes_backbone_then_unfreezes(tmp_path):
-    from agekit.training.callbacks import TwoStageFinetuning
-    from agekit.training.module import AgeModule
+    from agekit.models.freezing import Finetuning
+    from agekit.training.module import TaskModule
 
     cfg = load_config(None, ["model.pretrained=false", "finetune.freeze_early_blocks=2", "finetune.head_epochs=1"])
-    m = AgeModule(cfg.model_dump())
-    cb = TwoStageFinetuning(1)
+    m = TaskModule(cfg.model_dump())
+    cb = Finetuning("two_stage", 1)
     cb.freeze_before_training(m)
     assert not any(p.requires_grad for p in m.backbone.parameters() if p.ndim > 1)
     assert all(p.requires_grad for p in m.model.head.parameters())
     cb.finetune_function(m, 1, None)
-    early = {id(p) for mod in m._early for p in mod.parameters()}
+    early = {id(p) for mod in m.early for p in mod.parameters()}
     assert all(p.requires_grad != (id(p) in early) for p in m.backbone.parameters())
     m.train()
-    assert not m._early[0].training and m.model.head.training
+    assert not m.early[0].training and m.model.head.training

@@ -48,8 +48,9 @@ def eval_cmd(
     if not model.is_file():
         fail(f"model file not found: {model}")
     out = out or Path("runs/eval") / f"{model.stem}-{Path(data).stem}-{split}"
-    if _is_classifier(model, data):
-        return _eval_classifier(model, data, root, split, out, limit, batch_size, n_boot, seed)
+    task = _task(model, data)
+    if task.datasets:  # a task with its own array datasets (classification): one summary line
+        return _eval_arrays(task, model, data, root, split, out, limit, batch_size, n_boot, seed)
     try:
         with console.status(f"evaluating {model.name} on {data}/{split} ..."):
             res = evaluate(model, data, split, root, cs_k=cs_k, batch_size=batch_size, tta_flip=tta, backend=backend,
@@ -91,33 +92,30 @@ def training_test_line(model: Path, data: str, split: str) -> str | None:
     return f"training run reported test/mae {tm['test/mae']:.3f} on the same data and split" if same else None
 
 
-def _is_classifier(model: Path, data: str) -> bool:
-    from ..data.classification import is_classification_dataset
-    from ..models.registry import get_model_cfg, is_model
+def _task(model: Path, data: str):
+    """The model's task (from its metadata), else the task whose datasets include ``data``, else age."""
+    from ..models.registry import is_model
     from ..models.weights import WeightsError, read_metadata
+    from ..tasks import TASKS, get_task, task_for_model
 
-    if is_classification_dataset(data):
-        return True
     try:
         name = read_metadata(model).get("model_name", "") if model.suffix == ".safetensors" else ""
     except WeightsError:
-        return False  # evaluate() reports the unreadable file
-    return bool(name) and is_model(name) and get_model_cfg(name).task == "classification"
+        name = ""  # evaluate() reports the unreadable file
+    if name and is_model(name):
+        return task_for_model(name)
+    return next((t for t in TASKS.values() if t.uses_dataset(data)), get_task("age"))
 
 
-def _eval_classifier(model: Path, data: str, root: str | None, split: str, out: Path, limit: int | None,
-                     batch_size: int, n_boot: int, seed: int) -> None:
+def _eval_arrays(task, model: Path, data: str, root: str | None, split: str, out: Path, limit: int | None,
+                 batch_size: int, n_boot: int, seed: int) -> None:
     import json
 
-    from ..data.classification import CLASSIFICATION_DATASETS
     from ..models.weights import WeightsError
-    from ..training.classification import evaluate_classifier
     from .main import console, fail
 
-    if data not in CLASSIFICATION_DATASETS:
-        fail(f"{model.name} is a classifier: --data must be one of {', '.join(CLASSIFICATION_DATASETS)}, not {data!r}")
     try:
-        res = evaluate_classifier(str(model), data, root, split, batch_size, limit, seed=seed, n_boot=n_boot)
+        res = task.evaluate(model, data, split, root, batch_size=batch_size, limit=limit, seed=seed, n_boot=n_boot)
     except (FileNotFoundError, ValueError, WeightsError) as e:
         fail(str(e).strip("'\""))
     out.mkdir(parents=True, exist_ok=True)

@@ -50,20 +50,22 @@ def export_cmd(
     if (check_data or "").lower() == "none" or fmt.runner is None or fmt.name == "torch":
         console.print("[yellow]parity check skipped[/]")
         return
-    from ..evaluation.parity import check_parity, parity_inputs
+    from ..evaluation.parity import check_parity
     from ..runtime import ModelFileError, load_runner
+    from ..tasks import task_for_model
 
     try:
         ref = load_runner(model, "torch")
         candidate = load_runner(res.path, fmt.name)
     except ModelFileError as e:
         fail(str(e))
-    check_data, root = _default_check_data(ref, check_data, root)
+    task = task_for_model(ref.cfg.name)
+    check_data, root = task.default_check_data(ref.meta, check_data, root)
     try:
-        x, source = parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir)
+        x, source = task.parity_inputs(check_data, ref.cfg, n_check, root, cache_dir=cache_dir)
     except (FileNotFoundError, ValueError, KeyError) as e:
         fail(f"parity inputs: {str(e).strip(chr(39))}")
-    rep = check_parity(ref, candidate, x, source, tolerance, prob_tolerance)
+    rep = check_parity(ref, candidate, x, source, tolerance, prob_tolerance, compare=task.compare)
     t = Table("check", "max |diff|", "mean |diff|", "tolerance", "ok", title=f"parity {fmt.name} vs PyTorch on {source}")
 
     def row(name: str, diff: float, mean: str, tol: float) -> None:
@@ -77,22 +79,10 @@ def export_cmd(
     if rep.top1_agreement == rep.top1_agreement:
         console.print(f"same top-1 class on {100 * rep.top1_agreement:.1f}% of {rep.n} inputs", highlight=False)
     if not rep.passed:
-        worst = (f"{rep.max_class_prob_diff:.3g} in class probability" if ref.cfg.task == "classification"
-                 else f"{rep.max_age_diff:.3g} years / {rep.max_p_female_diff:.3g} in P(female)")
+        worst = " / ".join(w for d, w in ((rep.max_age_diff, f"{rep.max_age_diff:.3g} years"),
+                                          (rep.max_p_female_diff, f"{rep.max_p_female_diff:.3g} in P(female)"),
+                                          (rep.max_class_prob_diff, f"{rep.max_class_prob_diff:.3g} in class probability"))
+                       if d == d)  # the outputs this model has (NaN: absent)
         fail(f"parity check failed: the {fmt.name} file differs from PyTorch by up to {worst} "
              f"(tolerance {tolerance:g} / {prob_tolerance:g})", code=1)
 
-
-def _default_check_data(ref, check_data: str | None, root: str | None) -> tuple[str | None, str | None]:
-    """A classifier is checked on test images of the dataset it was trained on, when they are here."""
-    from ..config.roots import dataset_root
-    from ..data.classification import is_classification_dataset
-
-    if check_data is not None or ref.cfg.task != "classification":
-        return check_data, root
-    d = (ref.meta.get("train_config") or {}).get("data") or {}
-    name, data_root = d.get("dataset", ""), root or d.get("root")
-    if not is_classification_dataset(name):
-        return None, root
-    where = dataset_root(name, data_root)
-    return (name, data_root) if where and Path(where).exists() else (None, root)

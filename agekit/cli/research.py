@@ -1,5 +1,5 @@
 """Research commands: `agekit experiment run|estimate|list|report`, `agekit attention-maps`, `agekit params`,
-(classifiers are scored by `agekit eval`; logic in agekit.experiments and agekit.training.classification)."""
+(classifiers are scored by `agekit eval`; logic in agekit.experiments and agekit.tasks)."""
 from __future__ import annotations
 
 import json

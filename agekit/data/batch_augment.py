@@ -26,23 +26,25 @@ class BatchAugment(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        """(B,3,H,W) uint8 -> (B,3,H,W) uint8, each image with its own random parameters."""
-        b = x_uint8.shape[0]
+        """(B,3,H,W) uint8 -> (B,3,H,W) uint8, each image with its own random parameters.
+
+        Every random factor, grid and affine matrix is made on the batch's device: a CPU tensor mixed
+        into a GPU batch would fail at the first training step.
+        """
+        b, dev = x_uint8.shape[0], x_uint8.device
         x = x_uint8.float()
-        u = lambda lo, hi: torch.empty(b).uniform_(lo, hi)  # noqa: E731
+        u = lambda lo, hi: torch.empty(b, device=dev).uniform_(lo, hi)  # noqa: E731
         ang = u(-self.degrees, self.degrees) * math.pi / 180
         s = u(*self.scale)
-        flip = torch.where(torch.rand(b) < self.flip_p, -1.0, 1.0)
+        flip = torch.where(torch.rand(b, device=dev) < self.flip_p, -1.0, 1.0)
         cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
-        theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0], theta[:, 0, 1] = cos * flip, -sin
-        theta[:, 1, 0], theta[:, 1, 1] = sin * flip, cos
-        theta[:, :, 2] = torch.empty(b, 2).uniform_(-2 * self.translate, 2 * self.translate)
+        theta = torch.stack([torch.stack([cos * flip, -sin, u(-2 * self.translate, 2 * self.translate)], 1),
+                             torch.stack([sin * flip, cos, u(-2 * self.translate, 2 * self.translate)], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
         sat = u(1 - self.saturation, 1 + self.saturation).view(b, 1, 1, 1)
-        sat = torch.where(torch.rand(b, 1, 1, 1) < self.grayscale_p, torch.zeros_like(sat), sat)
+        sat = torch.where(torch.rand(b, 1, 1, 1, device=dev) < self.grayscale_p, torch.zeros_like(sat), sat)
         x = gray + (x - gray) * sat
         mean = gray.mean(dim=(2, 3), keepdim=True)
         x = mean + (x - mean) * u(1 - self.contrast, 1 + self.contrast).view(b, 1, 1, 1)

@@ -15,17 +15,22 @@ import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
+import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from ..config.roots import FASHION_MNIST_DIR, dataset_root  # FASHION_MNIST_DIR: the Debian location
 
 __all__ = [
     "CLASSIFICATION_DATASETS",
+    "ClassificationDataModule",
+    "SPLIT_SEED",
+    "VAL_FRACTION",
     "FASHION_MNIST_DIR",
     "ClassificationData",
     "ClassificationDataset",
@@ -41,6 +46,8 @@ __all__ = [
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot"]
 CLASSIFICATION_DATASETS = {"fashion_mnist": 10, "cifar100": 100}  # name -> number of classes
+VAL_FRACTION = 0.1  # share of train held out for checkpoint selection (attention paper)
+SPLIT_SEED = 0  # fixed: every training seed selects on the same validation images
 
 
 def is_classification_dataset(name: str) -> bool:
@@ -208,3 +215,46 @@ class ClassificationDataset(Dataset):
         if self.augment is not None:
             img = self.augment(img)
         return img, int(self.labels[j])
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Fashion-MNIST / CIFAR-100 arrays -> train (90%), val (10% held out), test (official) loaders."""
+
+    def __init__(self, cfg: Any, model_cfg: Any) -> None:
+        super().__init__()
+        self.cfg, self.model_cfg = cfg, model_cfg
+        self.data: ClassificationData | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        d = self.cfg.data
+        self.data = load_classification(d.dataset, d.root)
+        train_idx, val_idx = holdout_split(self.data.train_y, VAL_FRACTION, SPLIT_SEED)
+        rng = np.random.default_rng(self.cfg.trainer.seed)
+
+        def limit(idx: np.ndarray, n: int | None) -> np.ndarray:
+            return np.sort(rng.choice(idx, n, replace=False)) if n is not None and n < len(idx) else idx
+
+        self.idx = {"train": limit(train_idx, d.limit_train), "val": limit(val_idx, d.limit_val),
+                    "test": limit(np.arange(len(self.data.test_y)), d.limit_test)}
+        if len(self.idx["train"]) == 0 or len(self.idx["val"]) == 0:
+            raise ValueError(f"{d.dataset}: too few images for a train set and a {VAL_FRACTION:.0%} validation set")
+
+    def _loader(self, split: str) -> DataLoader:
+        size = self.model_cfg.input_size[-1]
+        x, y = (self.data.train_x, self.data.train_y) if split != "test" else (self.data.test_x, self.data.test_y)
+        aug = build_classification_augment(size, self.cfg.data.augment) if split == "train" else None
+        ds = ClassificationDataset(x, y, self.idx[split], size, aug)
+        w, bs, shuffle = self.cfg.data.num_workers, self.cfg.data.batch_size, split == "train"
+        return DataLoader(ds, batch_size=bs, shuffle=shuffle, num_workers=w, persistent_workers=w > 0,
+                          drop_last=shuffle and len(ds) > bs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -24,9 +24,9 @@ def resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(x_uint8: torch.Tensor, cfg: AgeModelCfg) -> torch.Tensor:
-    """(B,3,H,W) uint8 -> float normalised with the model's mean/std."""
-    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    """(B,3,H,W) uint8 -> float32 normalised with the model's mean/std, on ``x_uint8``'s device."""
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=x_uint8.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(cfg.std, dtype=torch.float32, device=x_uint8.device).view(1, 3, 1, 1) * 255.0
     return (x_uint8.float() - mean) / std
 
 

@@ -24,7 +24,7 @@ from ..models.registry import AgeModelCfg
 from ..runtime import Runner
 from ..runtime.runner import sigmoid
 
-__all__ = ["ParityReport", "parity_inputs", "check_parity", "IMAGE_SUFFIXES"]
+__all__ = ["ParityReport", "parity_inputs", "check_parity", "compare_outputs", "OUTPUT_COMPARISONS", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -35,11 +35,11 @@ class ParityReport:
 
     n: int
     source: str
-    max_age_diff: float  # years
-    mean_age_diff: float
-    max_p_female_diff: float  # |P(female) difference|, 0..1 (NaN without a gender head)
-    age_tolerance: float
-    prob_tolerance: float
+    max_age_diff: float = float("nan")  # years (NaN for classifiers)
+    mean_age_diff: float = float("nan")
+    max_p_female_diff: float = float("nan")  # |P(female) difference|, 0..1 (NaN without a gender head)
+    age_tolerance: float = 0.1
+    prob_tolerance: float = 0.01
     max_class_prob_diff: float = float("nan")  # classifiers: largest |softmax difference| (NaN for age models)
     top1_agreement: float = float("nan")  # classifiers: share of inputs with the same predicted class
 
@@ -61,18 +61,16 @@ def _random(cfg: AgeModelCfg, n: int, seed: int) -> np.ndarray:
 
 def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, root: str | Path | None = None,
                   split: str = "test", cache_dir: str | Path = "cache", seed: int = 0) -> tuple[np.ndarray, str]:
-    """(normalised float32 batch, description) for a parity check.
+    """(normalised float32 batch, description) for a parity check of a face model (a task's
+    ``parity_inputs``; classifiers use their own, in agekit.tasks.classification).
 
     ``check_data``: ``"random"``; a dataset name (``utkface``) or a manifest path, whose ``split`` rows
     are sampled (seeded) and cropped through the crop cache; a folder of face crops or one image.
     ``None`` means UTKFace when its folder exists, else random inputs.
     """
-    from ..data.classification import is_classification_dataset
     from ..config.roots import dataset_root
     from .evaluate import load_eval_table
 
-    if cfg.task == "classification" or is_classification_dataset(str(check_data)):
-        return _classification_inputs(check_data, cfg, n, root, seed)
     fallback = ""
     if check_data is None:
         r = dataset_root("utkface", root)
@@ -100,34 +98,44 @@ def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, 
     return x, f"{len(x)} {split} crops of {name}"
 
 
-def _classification_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int, root: str | Path | None,
-                           seed: int) -> tuple[np.ndarray, str]:
-    """Test images of a classification dataset (``fashion_mnist``, ``cifar100``), or random inputs."""
-    from ..data.classification import ClassificationDataset, is_classification_dataset, load_classification
-
-    if check_data is None or str(check_data) == "random":
-        return _random(cfg, n, seed), f"{n} random normal inputs" + (
-            " (pass --check-data fashion_mnist or cifar100 for real images)" if check_data is None else "")
-    if not is_classification_dataset(str(check_data)):
-        raise ValueError(f"{cfg.name} is a classifier: --check-data must be fashion_mnist, cifar100 or random, "
-                         f"not {check_data!r}")
-    data = load_classification(str(check_data), root)
-    idx = np.sort(np.random.default_rng(seed).choice(len(data.test_y), min(n, len(data.test_y)), replace=False))
-    ds = ClassificationDataset(data.test_x, data.test_y, idx, cfg.input_size[-1])
-    x = normalize(torch.stack([ds[i][0] for i in range(len(ds))]), cfg).numpy()
-    return x, f"{len(x)} test images of {check_data}"
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z.astype(np.float64) - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _age_diffs(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    d = np.abs(ref - cand)
+    return {"max_age_diff": float(d.max()), "mean_age_diff": float(d.mean())}
+
+
+def _gender_diffs(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    return {"max_p_female_diff": float(np.abs(sigmoid(ref.astype(np.float64)) - sigmoid(cand.astype(np.float64))).max())}
+
+
+def _class_diffs(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    return {"max_class_prob_diff": float(np.abs(_softmax(ref) - _softmax(cand)).max()),
+            "top1_agreement": float((ref.argmax(-1) == cand.argmax(-1)).mean())}
+
+
+# output name -> how two runners' values of it are compared (a task's ``compare`` picks its outputs)
+OUTPUT_COMPARISONS = {"age": _age_diffs, "gender_logit": _gender_diffs, "logits": _class_diffs}
+
+
+def compare_outputs(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], names=None) -> dict[str, float]:
+    """ParityReport fields for every output in ``names`` (default: all) that both runners produced."""
+    out: dict[str, float] = {}
+    for k in (names if names is not None else OUTPUT_COMPARISONS):
+        if k in ref and k in cand and k in OUTPUT_COMPARISONS:
+            out.update(OUTPUT_COMPARISONS[k](ref[k], cand[k]))
+    return out
+
+
 def check_parity(reference: Runner, candidate: Runner, x: np.ndarray, source: str = "", age_tolerance: float = 0.1,
-                 prob_tolerance: float = 0.01, batch_size: int = 16) -> ParityReport:
+                 prob_tolerance: float = 0.01, batch_size: int = 16, compare=None) -> ParityReport:
     """Run both runners (``runner(x) -> {"age", "gender_logit"}`` or ``{"logits"}``) on ``x`` without TTA
-    and compare every output they share: age in years, P(female), class probabilities."""
+    and compare the outputs they share with ``compare(ref, cand) -> ParityReport fields`` (a task's
+    ``compare``; default: every output that has a comparison)."""
     outs: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
     for s in range(0, len(x), batch_size):
         xb = np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32)
@@ -140,12 +148,5 @@ def check_parity(reference: Runner, candidate: Runner, x: np.ndarray, source: st
         raise ValueError("the two models share no output to compare")
     ref = {k: np.concatenate(v[0]) for k, v in outs.items()}
     cand = {k: np.concatenate(v[1]) for k, v in outs.items()}
-    nan = np.array([np.nan])
-    d_age = np.abs(ref["age"] - cand["age"]) if "age" in ref else nan
-    d_p = np.abs(sigmoid(ref["gender_logit"]) - sigmoid(cand["gender_logit"])) if "gender_logit" in ref else nan
-    d_cls, agree = nan, float("nan")
-    if "logits" in ref:
-        d_cls = np.abs(_softmax(ref["logits"]) - _softmax(cand["logits"]))
-        agree = float((ref["logits"].argmax(-1) == cand["logits"].argmax(-1)).mean())
-    return ParityReport(len(x), source, float(d_age.max()), float(d_age.mean()), float(d_p.max()),
-                        age_tolerance, prob_tolerance, float(d_cls.max()), agree)
+    fields = (compare or compare_outputs)(ref, cand)
+    return ParityReport(n=len(x), source=source, age_tolerance=age_tolerance, prob_tolerance=prob_tolerance, **fields)

@@ -28,12 +28,9 @@ def load_any_model(path: str | Path) -> tuple[nn.Module, Any]:
     """An agekit ``.safetensors`` model file or a Lightning ``.ckpt`` from ``agekit train`` -> (model.eval(), cfg)."""
     path = Path(path)
     if path.suffix == ".ckpt":
-        from ..training.runner import _module_cls, _offline, task_of
+        from ..training.runner import module_from_checkpoint
 
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        config = _offline(ckpt["hyper_parameters"]["config"])
-        module = _module_cls(task_of(config))(config)
-        module.load_state_dict(ckpt["state_dict"])
+        module, _, _ = module_from_checkpoint(path)
         return module.model.eval(), module.model_cfg
     from ..models import load_model
 

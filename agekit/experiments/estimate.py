@@ -35,7 +35,7 @@ _CLS_SIZES = {"fashion_mnist": (60000, 10000), "cifar100": (50000, 10000)}  # of
 def _split_sizes(run: RunSpec) -> tuple[int | None, int | None, int | None]:
     d = run.config.data
     if d.dataset in _CLS_SIZES:
-        from ..training.classification import VAL_FRACTION
+        from ..data.classification import VAL_FRACTION
 
         n_tr, n_te = _CLS_SIZES[d.dataset]
         sizes = [round(n_tr * (1 - VAL_FRACTION)), round(n_tr * VAL_FRACTION), n_te]
@@ -65,43 +65,34 @@ def _time(fn, repeats: int) -> float:
 
 
 def _time_cell(run: RunSpec, repeats: int) -> dict[str, float]:
-    from ..models.freezing import FreezingRegime
-    from ..training.callbacks import TwoStageFinetuning
-    from ..training.runner import _module_cls, _offline, task_of
+    from ..models.freezing import Finetuning
+    from ..training.module import TaskModule
+    from ..training.runner import _offline, task_of
 
-    cfg = run.config
-    task = task_of(cfg)
-    if task == "classification":
-        from ..training.classification import with_num_classes
-
-        cfg = with_num_classes(cfg)
-    module = _module_cls(task)(_offline(cfg.model_dump()))
+    task = task_of(run.config)
+    cfg = task.prepare_config(run.config)
+    module = TaskModule(_offline(cfg.model_dump()))
     if cfg.trainer.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    bs, size = cfg.data.batch_size, module.model_cfg.input_size[-1]
-    x = torch.randint(0, 256, (bs, 3, size, size), dtype=torch.uint8)
-    y = torch.randint(0, int(cfg.model.kwargs.get("num_classes", 1)), (bs,))
-    age, gender, w = torch.rand(bs) * 80, torch.randint(0, 2, (bs,)), torch.ones(bs)
+    batch = task.example_batch(cfg, module.model_cfg, cfg.data.batch_size)
+    x = batch[0]
     opt = torch.optim.AdamW(list(module.parameters()), lr=1e-4)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        if task == "classification":
-            loss = module._loss(module(x)["logits"], y)
-        else:
-            loss = module._loss(module(x), age, gender, w)
+        loss = task.loss(module(x), batch, cfg)
         loss.backward()
         opt.step()
 
     ft = cfg.finetune
-    cb = TwoStageFinetuning(ft.head_epochs) if ft.regime == "two_stage" else FreezingRegime(ft.regime, ft.head_epochs)
+    cb = Finetuning(ft.regime, ft.head_epochs)
     module.train()
     cb.freeze_before_training(module)
     t_first = _time(step, repeats)
     cb.finetune_function(module, cfg.trainer.max_epochs - 1, opt)
     t_last = _time(step, repeats)
     module.eval()
-    tta = task == "age" and cfg.eval.tta_flip
+    tta = task.eval_tta(cfg)
     with torch.no_grad():
         t_eval = _time(lambda: module(x, tta_flip=True) if tta else module(x), repeats)
     epochs = cfg.trainer.max_epochs
@@ -133,7 +124,8 @@ def estimate_grid(path: str | Path, seeds: int = 3, preset: str = "auto", overri
         tb = min(tb, ltb) if isinstance(ltb, int) and ltb > 1 else max(1, int(tb * float(ltb)))
         vb, teb = math.ceil(n_val / bs), math.ceil(n_te / bs)
         train_s = t["first_epochs"] * tb * t["step_first_s"] + (epochs - t["first_epochs"]) * tb * t["step_last_s"]
-        per_run = train_s + epochs * vb * t["eval_batch_s"] + teb * t["eval_batch_s"] + RUN_OVERHEAD_S
+        test_s = teb * t["eval_batch_s"] if c.trainer.test else 0.0
+        per_run = train_s + epochs * vb * t["eval_batch_s"] + test_s + RUN_OVERHEAD_S
         total += per_run * seeds
         rows.append({"cell": run.cell, **t, "train_images": n_tr, "val_images": n_val, "test_images": n_te,
                      "epochs": epochs, "seconds_per_run": per_run})

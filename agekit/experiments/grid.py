@@ -136,7 +136,7 @@ def expand_grid(grid: GridSpec, preset: str, seeds: list[int], out_dir: str | Pa
             set_dotted(r, "trainer.seed", seed)
             set_dotted(r, "trainer.out_dir", str(Path(out_dir) / cell.name / f"seed{seed}"))
             r.setdefault("trainer", {}).setdefault("progress", "none")
-            r["trainer"].setdefault("test", True)  # the grid's table is of test metrics
+            r["trainer"].setdefault("test", True)  # the grid tables report test scores: asked for explicitly
             try:
                 cfg = TrainConfig.model_validate(r)
             except ValidationError as e:
@@ -149,12 +149,7 @@ def _config_as_run(run: RunSpec) -> TrainConfig:
     """The config the runner will write for ``run`` (classifiers get num_classes filled in)."""
     from ..training.runner import task_of
 
-    cfg = run.config
-    if task_of(cfg) == "classification":
-        from ..training.classification import with_num_classes
-
-        cfg = with_num_classes(cfg)
-    return cfg
+    return task_of(run.config).prepare_config(run.config)
 
 
 def _completed(run: RunSpec) -> dict[str, Any] | None:

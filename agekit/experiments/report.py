@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "cell_params", "render_markdown", "summarize", "write_tables"]
+__all__ = ["cell_params", "render_markdown", "summarize", "write_tables"]
 
-# task -> (test metric key, best-val key, label, scale for display, better)
-METRICS = {
-    "age": ("test/mae", "best_val_mae", "MAE (years)", 1.0, "lower"),
-    "classification": ("test/acc", "best_val_acc", "top-1 (%)", 100.0, "higher"),
-}
+
+
+def _metric(task) -> tuple[str, str, str, float, str]:
+    """(test metric key, best-val key, label, scale for display, better) from the task object."""
+    return (task.report_metric, f"best_val_{task.monitor[0].split('/', 1)[1]}", task.report_label, task.report_scale,
+            task.report_better)
 
 
 def cell_params(config: dict[str, Any]) -> int:
@@ -24,10 +25,7 @@ def cell_params(config: dict[str, Any]) -> int:
     from ..training.runner import task_of
 
     cfg = TrainConfig.model_validate(config)
-    if task_of(cfg) == "classification":
-        from ..training.classification import with_num_classes
-
-        cfg = with_num_classes(cfg)
+    cfg = task_of(cfg).prepare_config(cfg)
     return model_params(cfg.model.name, **cfg.model.kwargs)
 
 
@@ -49,7 +47,7 @@ def summarize(grid, preset: str, records: list[dict[str, Any]]) -> dict[str, Any
     for name, c in cells.items():
         first = c["runs"][0]["config"]
         task = task_of(first)
-        key, vkey, _, scale, _ = METRICS[task]
+        key, vkey, _, scale, _ = _metric(task)
         test = [r["results"].get("test", {}).get(key) for r in c["runs"]]
         val = [r["results"].get(vkey) for r in c["runs"]]
         gates: dict[str, list[float]] = {}
@@ -60,7 +58,7 @@ def summarize(grid, preset: str, records: list[dict[str, Any]]) -> dict[str, Any
         vm, vs = _mean_std([None if v is None else v * scale for v in val])
         secs = [r["seconds"] for r in c["runs"] if r["seconds"] is not None]
         rows.append({
-            "cell": name, "model": first["model"]["name"], "model_kwargs": first["model"]["kwargs"], "task": task,
+            "cell": name, "model": first["model"]["name"], "model_kwargs": first["model"]["kwargs"], "task": task.name,
             "metric": key, "n_seeds": len(c["runs"]), "mean": m, "std": s, "val_mean": vm, "val_std": vs,
             "per_seed": {r["seed"]: (None if t is None else t * scale) for r, t in zip(c["runs"], test)},
             "params": cell_params(first),
@@ -85,9 +83,11 @@ def _pm(m: float, s: float, digits: int) -> str:
 
 def render_markdown(summary: dict[str, Any]) -> str:
     rows = summary["rows"]
-    tasks = {r["task"] for r in rows}
-    label = " / ".join(METRICS[t][2] for t in sorted(tasks))
-    better = " / ".join(METRICS[t][4] for t in sorted(tasks))
+    from ..tasks import get_task
+
+    tasks = [get_task(t) for t in sorted({r["task"] for r in rows})]
+    label = " / ".join(_metric(t)[2] for t in tasks)
+    better = " / ".join(_metric(t)[4] for t in tasks)
     lines = [f"# {summary['grid']} (preset `{summary['preset']}`, seeds {summary['seeds']})", ""]
     if summary["description"]:
         lines += [summary["description"].strip(), ""]

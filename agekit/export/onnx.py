@@ -23,11 +23,16 @@ __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "DEFAULT_OPSET", "export_onnx", "onnx_m
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("age", "gender_logit", "logits")  # logits: classifiers (research grids)
+# per output: (metadata description, short form for the graph's doc string); keyed by output, not by task
+OUTPUT_DOCS = {"age": ("age: years (B,)", "age (years)"),
+               "gender_logit": ("gender_logit: (B,), sigmoid = P(female)", "gender_logit (>0 female)"),
+               "logits": ("logits: (B, classes)", "class logits")}
 DEFAULT_OPSET = 18  # the torch.export-based exporter's lowest native opset
 METADATA_VERSION = "1"
 
 
-def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None) -> dict[str, str]:
+def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None,
+                  output_names: tuple[str, ...] | list[str] | None = None) -> dict[str, str]:
     """String key/values for ``metadata_props``: what a runtime needs to preprocess and read outputs."""
     meta = dict(meta or {})
     kwargs = meta.get("model_kwargs") or {}
@@ -49,8 +54,7 @@ def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None) -> di
                          "5-point similarity onto agekit's UTKFace-chip template (agekit.data.align.TEMPLATE), "
                          "resized to input_size"),
         "task": cfg.task,
-        "outputs": ("logits: (B, classes)" if cfg.task == "classification"
-                    else "age: years (B,); gender_logit: (B,), sigmoid = P(female)"),
+        "outputs": "; ".join(OUTPUT_DOCS[n][0] for n in (output_names or ()) if n in OUTPUT_DOCS),
     }
     for key in ("val_mae", "epoch"):
         if meta.get(key) is not None:
@@ -97,10 +101,9 @@ def export_onnx(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *, opset: 
                               opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
-    for k, v in onnx_metadata(cfg, metadata).items():
+    for k, v in onnx_metadata(cfg, metadata, names).items():
         proto.metadata_props.add(key=k, value=v)
-    proto.doc_string = (f"agekit {cfg.name}: image -> class logits" if cfg.task == "classification"
-                        else f"agekit {cfg.name}: face crop -> age (years), gender_logit (>0 female)")
+    proto.doc_string = f"agekit {cfg.name}: image -> " + ", ".join(OUTPUT_DOCS[n][1] for n in names)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path

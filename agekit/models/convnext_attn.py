@@ -99,6 +99,10 @@ class ConvNeXtAttn(nn.Module):
     def early_modules(self, n_blocks: int) -> list[nn.Module]:
         return convnext_early_modules(self.backbone, n_blocks)
 
+    def no_weight_decay(self) -> set[str]:
+        """The attention gates start at 0 and must be free to open; decay would pull them shut."""
+        return {n for n, _ in self.named_parameters() if n.endswith(".gate")}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         bb = self.backbone
         x = bb.stem(x)

@@ -104,6 +104,10 @@ class ConvNeXtViT(nn.Module):
     def early_modules(self, n_blocks: int) -> list[nn.Module]:
         return convnext_early_modules(self.backbone, n_blocks)
 
+    def no_weight_decay(self) -> set[str]:
+        """timm's convention: decaying the position embedding towards 0 only erases position information."""
+        return {"pos_embed"}
+
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> position-embedded tokens (B, N, D) before the encoder."""
         f = self.backbone.head.norm(self.backbone.forward_features(x))  # ConvNeXt's own final LayerNorm

@@ -6,13 +6,17 @@ so they always follow the model rather than a hard-coded image size or normalisa
 """
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import timm
+from timm.models import generate_default_cfgs
 from timm.models import register_model as _timm_register_model
 
-__all__ = ["AgeModelCfg", "register_age_model", "strip_timm_kwargs", "get_model_cfg", "list_models", "is_model"]
+__all__ = ["AgeModelCfg", "register_age_model", "strip_timm_kwargs", "get_model_cfg", "list_models", "is_model",
+           "timm_pretrained_cfg"]
 
 
 @dataclass(frozen=True)
@@ -38,16 +42,42 @@ class AgeModelCfg:
 _CFGS: dict[str, AgeModelCfg] = {}
 
 
+def timm_pretrained_cfg(cfg: AgeModelCfg) -> dict[str, Any]:
+    """The model's input geometry and normalisation in timm's ``pretrained_cfg`` form.
+
+    Stored on every built model (``model.pretrained_cfg``) and in timm's registry, so timm's own
+    tools (``timm.data.resolve_model_data_config``, ``timm.models.get_pretrained_cfg``) see them.
+    """
+    return {"input_size": tuple(cfg.input_size), "mean": tuple(cfg.mean), "std": tuple(cfg.std),
+            "crop_pct": 1.0, "interpolation": "bilinear", "num_classes": 0, "architecture": cfg.name,
+            "license": "apache-2.0"}
+
+
 def register_age_model(cfg: AgeModelCfg) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``fn`` with timm under ``cfg.name`` and remember its cfg."""
+    """Decorator: register ``fn`` with timm under ``cfg.name`` (with a timm pretrained cfg) and remember its cfg.
+
+    Registration happens at import: adding a model is one file that decorates its factory.
+    """
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if fn.__name__ != cfg.name:
             raise ValueError(f"factory {fn.__name__!r} must be named like its cfg {cfg.name!r}")
         _CFGS[cfg.name] = cfg
+        pcfg = timm_pretrained_cfg(cfg)
+
+        @functools.wraps(fn)
+        def factory(*args: Any, **kwargs: Any) -> Any:
+            model = fn(*args, **kwargs)
+            model.pretrained_cfg = dict(pcfg)  # what timm.data.resolve_model_data_config reads
+            return model
+
         if cfg.name not in timm.list_models(cfg.name):
-            _timm_register_model(fn)
-        return fn
+            mod = sys.modules[fn.__module__]
+            if not isinstance(getattr(mod, "default_cfgs", None), dict):
+                mod.default_cfgs = {}  # type: ignore[attr-defined]
+            mod.default_cfgs.update(generate_default_cfgs({cfg.name: {k: v for k, v in pcfg.items() if k != "architecture"}}))
+            _timm_register_model(factory)
+        return factory
 
     return wrap
 

@@ -1,4 +1,8 @@
-"""`agekit train`: config -> Lightning Trainer -> best checkpoint -> safetensors model + test metrics."""
+"""`agekit train`: config -> Lightning Trainer -> best checkpoint (by validation) -> safetensors model.
+
+The test split is scored only on request (``trainer.test``): model selection never sees it.
+Under DDP every rank runs fit and test (Lightning reduces the metrics); files are written on rank 0.
+"""
 from __future__ import annotations
 
 import json
@@ -11,54 +15,78 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import CSVLogger
 
 from ..config.train import TrainConfig, check_resume
-from ..models import get_model_cfg, save_weights
-from ..models.freezing import FreezingRegime
-from .callbacks import TwoStageFinetuning
-from .datamodule import AgeDataModule
-from .module import AgeModule
+from ..models import save_weights
+from ..models.freezing import Finetuning
+from ..tasks import Task, task_for_model
+from .module import TaskModule
 
-__all__ = ["train", "export_checkpoint", "task_of"]
+__all__ = ["train", "export_checkpoint", "task_of", "module_from_checkpoint", "provenance"]
 
 
-def task_of(config: TrainConfig | dict[str, Any]) -> str:
-    """'age' or 'classification': what the model's registered cfg says it predicts."""
+def task_of(config: TrainConfig | dict[str, Any]) -> Task:
+    """The task object of the config's model (what its registered cfg says it predicts)."""
     name = config.model.name if isinstance(config, TrainConfig) else config["model"]["name"]
-    return get_model_cfg(name).task
-
-
-def _module_cls(task: str):
-    if task == "classification":
-        from .classification import ClassificationModule
-
-        return ClassificationModule
-    return AgeModule
+    return task_for_model(name)
 
 
 def _precision(cfg: TrainConfig) -> str:
     if cfg.trainer.precision != "auto":
         return cfg.trainer.precision
-    return "16-mixed" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "32-true"
-
-
-def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Lightning checkpoint -> agekit safetensors (weights + model name/kwargs/config as metadata)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    config = _offline(ckpt["hyper_parameters"]["config"])
-    module = _module_cls(task_of(config))(config)
-    module.load_state_dict(ckpt["state_dict"])
-    cfg = module.cfg
-    meta = {"model_name": cfg.model.name, "model_kwargs": cfg.model.kwargs, "train_config": cfg.model_dump(),
-            "epoch": ckpt.get("epoch"), **(extra or {})}
-    return save_weights(module.model, out_path, meta)
+    if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
 
 
 def _offline(config: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild a module without fetching ImageNet weights: the checkpoint overwrites them anyway."""
+    """Rebuild a module without fetching ImageNet weights: the checkpoint overwrites them anyway.
+
+    Only for building the module; the saved metadata keeps the true config (see :func:`provenance`).
+    """
     config = json.loads(json.dumps(config))
     config["model"]["pretrained"] = False
     config["model"]["backbone_weights"] = None
     config["model"]["init_weights"] = None
     return config
+
+
+def module_from_checkpoint(ckpt_path: str | Path) -> tuple[TaskModule, dict[str, Any], dict[str, Any]]:
+    """(module with the checkpoint's weights, the TRUE training config, the raw checkpoint)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    config = ckpt["hyper_parameters"]["config"]
+    module = TaskModule(_offline(config))
+    module.load_state_dict(ckpt["state_dict"])
+    return module, config, ckpt
+
+
+def provenance(config: dict[str, Any]) -> dict[str, Any]:
+    """Where the weights came from: ImageNet source, the agekit model it was fine-tuned from, its stages."""
+    from ..models import get_model_cfg
+    from ..models.weights import read_metadata
+
+    m = config["model"]
+    if m.get("init_weights"):
+        parent = read_metadata(m["init_weights"]) if Path(m["init_weights"]).is_file() else {}
+        parent_prov = parent.get("provenance") or {}
+        return {"imagenet_weights": parent_prov.get("imagenet_weights", "unknown (parent file not found)"),
+                "init_weights": m["init_weights"],
+                "init_chain": [m["init_weights"], *parent_prov.get("init_chain", [])],
+                "stages": [*parent_prov.get("stages", []), {"config": config}]}
+    if m.get("backbone_weights"):
+        src = str(m["backbone_weights"])
+    elif m.get("pretrained"):
+        src = get_model_cfg(m["name"]).backbone_weights
+    else:
+        src = None
+    return {"imagenet_weights": src, "init_weights": None, "init_chain": [], "stages": [{"config": config}]}
+
+
+def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Lightning checkpoint -> agekit safetensors (weights + the true config and its provenance as metadata)."""
+    module, config, ckpt = module_from_checkpoint(ckpt_path)
+    cfg = TrainConfig.model_validate(config)
+    meta = {"model_name": cfg.model.name, "model_kwargs": cfg.model.kwargs, "train_config": cfg.model_dump(),
+            "provenance": provenance(cfg.model_dump()), "epoch": ckpt.get("epoch"), **(extra or {})}
+    return save_weights(module.model, out_path, meta)
 
 
 def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]:
@@ -68,26 +96,22 @@ def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]
     """
     t = cfg.trainer
     task = task_of(cfg)
-    if task == "classification":
-        from .classification import ClassificationDataModule, with_num_classes
-
-        cfg = with_num_classes(cfg)
+    cfg = task.prepare_config(cfg)
     out = Path(t.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if t.resume:
         check_resume(out, cfg, allow_config_change)
     L.seed_everything(t.seed, workers=True)
     (out / "config.json").write_text(cfg.model_dump_json(indent=2))
-    module = _module_cls(task)(cfg.model_dump())
+    module = TaskModule(cfg.model_dump())
     if t.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    dm = ClassificationDataModule(cfg, module.model_cfg) if task == "classification" else AgeDataModule(cfg, module.model_cfg)
-    metric, mode = ("acc", "max") if task == "classification" else ("mae", "min")
-    ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best-{epoch:02d}", monitor=f"val/{metric}", mode=mode,
+    dm = task.datamodule(cfg, module.model_cfg)
+    monitor, mode = task.monitor
+    metric = monitor.split("/", 1)[1]
+    ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best-{epoch:02d}", monitor=monitor, mode=mode,
                               save_last=True, save_top_k=1)
-    ft = cfg.finetune
-    finetune = TwoStageFinetuning(ft.head_epochs) if ft.regime == "two_stage" else FreezingRegime(ft.regime, ft.head_epochs)
-    callbacks: list = [ckpt_cb, finetune, LearningRateMonitor("epoch")]
+    callbacks: list = [ckpt_cb, Finetuning(cfg.finetune.regime, cfg.finetune.head_epochs), LearningRateMonitor("epoch")]
     if t.progress == "rich":
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
@@ -103,11 +127,14 @@ def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     best = ckpt_cb.best_model_path or str(last)
     results: dict[str, Any] = {"best_checkpoint": best, f"best_val_{metric}": float(ckpt_cb.best_model_score or float("nan"))}
+    if t.test:  # every rank: under DDP the test loop is distributed and its metrics reduced
+        test = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
+        results["test"] = test[0] if test else {}
     if trainer.is_global_zero:
-        extra: dict[str, Any] = {f"val_{metric}": results[f"best_val_{metric}"]}
-        if t.test:
-            test = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)
-            results["test"] = extra["test"] = test[0] if test else {}
+        extra = {f"val_{metric}": results[f"best_val_{metric}"]}
+        if "test" in results:
+            extra["test"] = results["test"]
         results["model_file"] = str(export_checkpoint(best, out / "model.safetensors", extra))
         (out / "results.json").write_text(json.dumps(results, indent=2))
+    trainer.strategy.barrier()  # the other ranks return once the files exist
     return results

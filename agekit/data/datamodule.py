@@ -1,20 +1,43 @@
-"""LightningDataModule: manifest -> decode-once crop cache -> train/val/test loaders."""
+"""LightningDataModule of the face (age + gender) task: manifest -> decode-once crop cache -> loaders.
+
+Under DDP the crop cache is built once: Lightning runs ``prepare_data`` on local rank 0 only, then a
+barrier, then ``setup`` on every rank, which opens the finished cache (memory-mapped).
+"""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from torch.utils.data import DataLoader
 
 from ..config.roots import dataset_root
-from ..data.cache import build_crop_cache
-from ..data.crops import CropSpec
-from ..data.datasets import FaceCropDataset, resolve_manifest
-from ..data.lds import lds_weights
+from .cache import build_crop_cache
+from .crops import CropSpec
+from .datasets import FaceCropDataset, resolve_manifest
+from .lds import lds_weights
+from .manifest import FACE_BOX, PERSON_BOX
 from ..models.registry import AgeModelCfg
-from ..config.train import TrainConfig
 
-__all__ = ["AgeDataModule"]
+if TYPE_CHECKING:
+    from ..config.train import TrainConfig
+
+__all__ = ["AgeDataModule", "face_rows"]
+
+
+def face_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The rows the face task can train on, and how many rows were dropped for having only a person box.
+
+    A row with a person box but no face box (LAGENDA) would otherwise be cropped as a whole photo;
+    the face+body task uses such rows, the face task must not.
+    """
+    if not set(PERSON_BOX) <= set(df.columns) or not set(FACE_BOX) <= set(df.columns):
+        return df, 0
+    person_only = (df[FACE_BOX].isna().any(axis=1) & df[PERSON_BOX].notna().all(axis=1)).to_numpy()
+    n = int(person_only.sum())
+    return (df.loc[~person_only].reset_index(drop=True), n) if n else (df, 0)
 
 
 class AgeDataModule(L.LightningDataModule):
@@ -22,16 +45,35 @@ class AgeDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg, self.model_cfg = cfg, model_cfg
         self.df = None
+        self.skipped_person_only = 0
+
+    def _table(self) -> pd.DataFrame:
+        d = self.cfg.data
+        df = resolve_manifest(d.dataset, dataset_root(d.dataset, d.root), d.manifest, d.split_file,
+                              seed=self.cfg.trainer.seed)
+        df, self.skipped_person_only = face_rows(df)
+        return df
+
+    def _cache(self, df: pd.DataFrame):
+        d = self.cfg.data
+        return build_crop_cache(df, self.model_cfg.input_size[-1], d.cache_dir, CropSpec(d.crop))
+
+    def prepare_data(self) -> None:
+        """Local rank 0 only (Lightning): decode every crop once into the cache the other ranks then open."""
+        self._cache(self._table())
 
     def setup(self, stage: str | None = None) -> None:
         if self.df is not None:
             return
         d = self.cfg.data
-        df = resolve_manifest(d.dataset, dataset_root(d.dataset, d.root), d.manifest, d.split_file,
-                              seed=self.cfg.trainer.seed)
-        crops, ok, errors = build_crop_cache(df, self.model_cfg.input_size[-1], d.cache_dir, CropSpec(d.crop))
+        df = self._table()
+        crops, ok, errors = self._cache(df)  # prepare_data built it: this opens the memory map
+        console = Console(stderr=True)
+        if self.skipped_person_only:
+            console.print(f"[yellow]skipped {self.skipped_person_only} rows with a person box but no face box "
+                          "(the face task needs a face)")
         if errors:
-            Console(stderr=True).print(f"[yellow]skipped {len(errors)} unreadable images, e.g. {errors[0]}")
+            console.print(f"[yellow]skipped {len(errors)} unreadable images, e.g. {errors[0]}")
         self.df, self.crops, self.ok = df, crops, ok
         rng = np.random.default_rng(self.cfg.trainer.seed)
         self.idx = {}
