@@ -154,3 +154,11 @@ def test_check_resume(tmp_path):
     (run / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         check_resume(run, _cfg())
+
+
+def test_configs_saved_before_the_crop_path_still_load():
+    """Model files and run folders from before CropSpec carry data.crop_margin: it loads and is dropped."""
+    from agekit.config.train import TrainConfig
+
+    cfg = TrainConfig.model_validate({"data": {"crop_margin": 0.4, "batch_size": 16}})
+    assert cfg.data.batch_size == 16 and "crop_margin" not in cfg.data.model_dump()

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .base import ConfigError, Strict, apply_overrides, format_validation_error, load_yaml
 
@@ -63,7 +63,6 @@ class DataSection(Strict):
     augment: Literal["default", "none"] = "default"
     # auto: rows with 5-point landmarks are aligned, rows without landmarks or box are chips (agekit.data.crops)
     crop: Literal["auto", "chip", "align"] = "auto"
-    crop_margin: float = Field(0.4, ge=0.0)  # DEPRECATED: box-crop margin, unused once every path uses data.crop
     limit_train: int | None = Field(None, ge=1)  # subsample (tests, quick runs)
     limit_val: int | None = Field(None, ge=1)
     limit_test: int | None = Field(None, ge=1)  # None: the whole test split, so scores stay comparable
@@ -127,6 +126,15 @@ class TrainConfig(Strict):
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     trainer: TrainerSection = Field(default_factory=TrainerSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, raw: Any) -> Any:
+        """Configs saved before the one crop path (in model files, checkpoints, run folders) carry
+        ``data.crop_margin``, the margin of the retired box crop; it no longer has any effect."""
+        if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "crop_margin" in raw["data"]:
+            raw = {**raw, "data": {k: v for k, v in raw["data"].items() if k != "crop_margin"}}
+        return raw
 
 
 def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str, Any] | None = None) -> TrainConfig:
