@@ -185,6 +185,10 @@ def test_cross_dataset_table_on_tiny_data(two_sources, tmp_path):
     assert cell["mae"] == pytest.approx(one["value"]) and cell["ci_low"] == pytest.approx(one["ci_low"])
     assert cell["status"] == "measured" and cell["in_domain"] is False and cell["n"] == one["n"]
     assert todo["train_set"] == "utk+aaf(w=2)" and todo["cells"][aaf]["status"] == "not trained yet"
+    pool = row["pooled"]  # both test sets together: the source grouping is ranked against the pooled MAE
+    assert pool["n"] == row["cells"][utk]["n"] + cell["n"]
+    assert {g["group"] for g in pool["by_source"]} == {"utkface", "aaf"}
+    assert pool["fairness"]["goal"] == 1.3 and "source" in pool["fairness"]["groupings"]
 
     out = tmp_path / "xd"
     r = CliRunner().invoke(app, ["experiment", "cross-dataset", str(m), "--data", f"{utk},{aaf}", "--pending",

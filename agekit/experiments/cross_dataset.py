@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["train_set_of", "train_set_of_config", "cross_dataset", "cross_dataset_markdown", "write_cross_dataset",
+__all__ = ["pooled", "train_set_of", "train_set_of_config", "cross_dataset", "cross_dataset_markdown", "write_cross_dataset",
            "NOT_TRAINED"]
 
 NOT_TRAINED = "not trained yet"
@@ -57,6 +57,15 @@ def train_set_of_config(config: str | Path) -> dict[str, Any]:
     return {"label": _label(names), "datasets": [n for n, _ in names]}
 
 
+def _shown(path: str | Path) -> str:
+    """A model path as the table shows it: relative to the working directory when inside it."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def _cell(res: Any) -> dict[str, Any]:
     r = res.results
     m = r["metrics"]
@@ -64,6 +73,22 @@ def _cell(res: Any) -> dict[str, Any]:
     return {"mae": m["mae"]["value"], "ci_low": m["mae"]["ci_low"], "ci_high": m["mae"]["ci_high"], "n": r["data"]["n"],
             "bias": m["bias"]["value"], "gender_acc": (m["gender_acc"] or {}).get("value"),
             "fairness": {k: f.get(k) for k in ("worst_group", "worst_mae", "overall_mae", "ratio", "goal", "met")}}
+
+
+def pooled(predictions: Sequence[Any], **summary_kwargs: Any) -> dict[str, Any]:
+    """One model's test sets pooled (their eval predictions tables concatenated): MAE with CI, by source, and
+    the fairness record, so the source grouping (UTKFace vs AAF) is ranked against the pooled MAE."""
+    import pandas as pd
+
+    from ..evaluation.evaluate import summarize
+
+    df = pd.concat(list(predictions), ignore_index=True)
+    df["gender"] = df["gender"].astype("Int64")
+    s = summarize(df, **summary_kwargs)
+    m = s["metrics"]["mae"]
+    return {"mae": m["value"], "ci_low": m["ci_low"], "ci_high": m["ci_high"], "n": m["n"],
+            "by_source": [{"group": g["group"], "n": g["n"], "mae": g["mae"]["value"]} for g in s["by_source"]],
+            "fairness": s["fairness"]}
 
 
 def cross_dataset(models: Sequence[str | Path], datas: Sequence[str], split: str = "test",
@@ -80,15 +105,19 @@ def cross_dataset(models: Sequence[str | Path], datas: Sequence[str], split: str
     rows = []
     for model in models:
         ts = train_set_of(model)
-        cells = {}
+        cells, preds = {}, []
         for data in datas:
             if progress:
                 progress(f"{Path(model).name} ({ts['label']}) -> {data}/{split}")
             res = evaluate(model, data, split, **eval_kwargs)
             cells[data] = {**_cell(res), "in_domain": data in ts["datasets"], "status": "measured"}
+            preds.append(res.predictions)
             if reports_dir is not None:
                 write_report(res, Path(reports_dir) / f"{Path(model).stem}-{Path(data).stem}-{split}")
-        rows.append({"model": str(model), "train_set": ts["label"], "train_datasets": ts["datasets"], "cells": cells})
+        row = {"model": _shown(model), "train_set": ts["label"], "train_datasets": ts["datasets"], "cells": cells}
+        if len(preds) > 1:
+            row["pooled"] = pooled(preds, n_boot=eval_kwargs.get("n_boot", 1000), seed=eval_kwargs.get("seed", 0))
+        rows.append(row)
     for config in pending:
         ts = train_set_of_config(config)
         rows.append({"model": None, "config": str(config), "train_set": ts["label"], "train_datasets": ts["datasets"],
@@ -130,6 +159,18 @@ def cross_dataset_markdown(table: dict[str, Any], command: str | None = None) ->
             gacc = "-" if c["gender_acc"] is None else f"{100 * c['gender_acc']:.1f}%"
             lines.append(f"| {r['train_set']} -> {d} | {c['n']} | {c['mae']:.2f} | [{c['ci_low']:.2f}, {c['ci_high']:.2f}] "
                          f"| {c['bias']:+.2f} | {gacc} | {worst} |")
+    for r in table["rows"]:
+        if r.get("pooled"):
+            p, f = r["pooled"], r["pooled"]["fairness"]
+            lines += ["", f"Pooled test sets of `{r['model']}` ({r['train_set']}): MAE {p['mae']:.2f} "
+                      f"[{p['ci_low']:.2f}, {p['ci_high']:.2f}], n = {p['n']}; "
+                      + ", ".join(f"{g['group']} {g['mae']:.2f} (n = {g['n']})" for g in p["by_source"]) + "."]
+            for name, g in (f.get("groupings") or {}).items():
+                lines.append(f"- fairness, {name}: worst {g['worst_group']} MAE {g['worst_mae']:.2f} = {g['ratio']:.2f}x "
+                             f"pooled ({'meets' if g['met'] else 'misses'} the <= {g['goal']:g}x goal)")
+            if f.get("worst_group"):
+                lines.append(f"- worst group overall: {f['worst_group']}, {f['ratio']:.2f}x "
+                             f"({'met' if f['met'] else 'NOT met'}). Age bins are not a fairness group.")
     lines.append("")
     return "\n".join(lines)
 
