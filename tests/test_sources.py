@@ -188,7 +188,7 @@ def test_cross_dataset_table_on_tiny_data(two_sources, tmp_path):
     pool = row["pooled"]  # both test sets together: the source grouping is ranked against the pooled MAE
     assert pool["n"] == row["cells"][utk]["n"] + cell["n"]
     assert {g["group"] for g in pool["by_source"]} == {"utkface", "aaf"}
-    assert pool["fairness"]["goal"] == 1.3 and "source" in pool["fairness"]["groupings"]
+    assert pool["fairness"]["goal"] == 1.3 and pool["fairness"]["groupings"] == {}  # tiny groups: not ranked
 
     out = tmp_path / "xd"
     r = CliRunner().invoke(app, ["experiment", "cross-dataset", str(m), "--data", f"{utk},{aaf}", "--pending",
