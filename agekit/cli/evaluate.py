@@ -36,7 +36,7 @@ def eval_cmd(
     """
     from ..data.manifest import ManifestError
     from ..evaluation.evaluate import evaluate
-    from ..evaluation.report import results_table, write_report
+    from ..evaluation.report import fairness_line, results_table, write_report
     from ..export.formats import runner_formats
     from ..models.weights import WeightsError
     from ..runtime import bundled_model_path
@@ -60,6 +60,7 @@ def eval_cmd(
     files = write_report(res, out)
     for t in results_table(res.results):
         console.print(t)
+    console.print(fairness_line(res.results.get("fairness", {})), highlight=False)
     line = training_test_line(model, data, split)
     if line:
         console.print(line, highlight=False)

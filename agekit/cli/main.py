@@ -80,26 +80,35 @@ def models_cmd(
 
 def check_train_data(cfg: TrainConfig) -> None:
     """Fail early, in one line, when the data a training config names is not there."""
+    d = cfg.data
+    if d.sources is not None:  # each source as a single dataset/manifest would be checked
+        for i, s in enumerate(d.sources):
+            _check_source(s.dataset, s.root, s.manifest, f"data.sources[{i}].")
+        return
+    _check_source(d.dataset, d.root, d.manifest, "data.")
+
+
+def _check_source(dataset: str | None, root_: str | None, manifest: str | None, key: str) -> None:
     from ..config.roots import dataset_root, env_var
 
-    d = cfg.data
-    if d.manifest is not None:
-        if not Path(d.manifest).is_file():
-            fail(f"manifest not found: {d.manifest} (data.manifest)")
+    if manifest is not None:
+        if not Path(manifest).is_file():
+            fail(f"manifest not found: {manifest} ({key}manifest)")
         return
     from ..data.adapters import get_adapter
     from ..data.classification import is_classification_dataset
 
-    if not is_classification_dataset(d.dataset):
+    assert dataset is not None
+    if not is_classification_dataset(dataset):
         try:
-            get_adapter(d.dataset)
+            get_adapter(dataset)
         except KeyError as e:
-            fail(f"data.dataset: {e.args[0]}")
-    root = dataset_root(d.dataset, d.root)
+            fail(f"{key}dataset: {e.args[0]}")
+    root = dataset_root(dataset, root_)
     if root is None:
-        fail(f"dataset {d.dataset!r} has no default folder: set data.root or {env_var(d.dataset)}")
+        fail(f"dataset {dataset!r} has no default folder: set {key}root or {env_var(dataset)}")
     if not Path(root).exists():
-        fail(f"{d.dataset} folder not found: {root} (set data.root, {env_var(d.dataset)} or AGEKIT_DATA_ROOT)")
+        fail(f"{dataset} folder not found: {root} (set {key}root, {env_var(dataset)} or AGEKIT_DATA_ROOT)")
 
 
 @app.command("train")

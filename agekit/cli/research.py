@@ -1,4 +1,4 @@
-"""Research commands: `agekit experiment run|estimate|list|report`, `agekit attention-maps`, `agekit params`,
+"""Research commands: `agekit experiment run|estimate|list|report|cross-dataset`, `agekit attention-maps`, `agekit params`,
 (classifiers are scored by `agekit eval`; logic in agekit.experiments and agekit.tasks)."""
 from __future__ import annotations
 
@@ -97,6 +97,68 @@ def list_cmd(folder: Path = typer.Argument(GRIDS_DIR, help="folder of grid YAMLs
             fail(str(e))
         table.add_row(str(p), g.paper, ", ".join(g.presets), ", ".join(c.name for c in g.cells))
     console.print(table)
+
+
+@experiment_app.command("cross-dataset")
+def cross_dataset_cmd(
+    models: List[Path] = typer.Argument(..., help="agekit .safetensors models (their training set is read from "
+                                        "their metadata); 'bundled' = the bundled model"),
+    data: str = typer.Option("utkface,aaf", "--data", "-d", help="comma-separated datasets (or manifests) to test on"),
+    split: str = typer.Option("test", help="which split of each dataset to score"),
+    pending: Optional[List[Path]] = typer.Option(None, "--pending", help="training config of a model not trained "
+                                                 "yet: a row marked 'not trained yet' (repeatable)"),
+    out: Path = typer.Option(Path("runs/cross_dataset/cross_dataset"), "--out", "-o",
+                             help="writes OUT.md and OUT.json"),
+    reports: Optional[Path] = typer.Option(None, help="also write each cell's full agekit eval report here"),
+    cache_dir: Path = typer.Option(Path("cache"), help="decode-once crop cache (shared with training and eval)"),
+    n_boot: int = typer.Option(1000, min=10, help="bootstrap resamples for the 95% CIs"),
+    seed: int = typer.Option(0, help="bootstrap seed"),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="flip TTA, as agekit eval"),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference"),
+    limit: Optional[int] = typer.Option(None, min=1, help="score a random subset per dataset (quick look only)"),
+) -> None:
+    """Cross-dataset table: every MODEL on the test split of every --data set (MAE with 95% CIs), Markdown + JSON.
+
+    Each cell is `agekit eval`'s own evaluate(); e.g. `agekit experiment cross-dataset bundled --data utkface,aaf
+    --pending configs/mobileagenet_lite0_aaf.yaml`.
+    """
+    import shlex
+
+    from ..config.base import ConfigError
+    from ..data.manifest import ManifestError
+    from ..experiments.cross_dataset import cross_dataset, write_cross_dataset
+    from ..models.weights import WeightsError
+    from ..runtime import bundled_model_path
+    from .main import console, fail
+
+    paths = [bundled_model_path() if str(m) == "bundled" else m for m in models]
+    for m in paths:
+        if not Path(m).is_file():
+            fail(f"model file not found: {m}")
+    for c in pending or []:
+        if not c.is_file():
+            fail(f"config not found: {c} (--pending)")
+    datas = [d.strip() for d in data.split(",") if d.strip()]
+    if not datas:
+        fail("--data names no dataset")
+    try:
+        table = cross_dataset(paths, datas, split, pending=pending or [], reports_dir=reports,
+                              progress=lambda s: console.print(f"scoring {s}", highlight=False),
+                              cache_dir=cache_dir, n_boot=n_boot, seed=seed, tta_flip=tta, threads=threads, limit=limit)
+    except (FileNotFoundError, ValueError, KeyError, ManifestError, WeightsError, ConfigError) as e:
+        fail(str(e).strip("'\""))
+    args = ["agekit", "experiment", "cross-dataset", *map(str, models), "--data", data, "--split", split]
+    for c in pending or []:
+        args += ["--pending", str(c)]
+    args += ["--out", str(out), "--cache-dir", str(cache_dir), "--n-boot", str(n_boot), "--seed", str(seed)]
+    args += [] if tta else ["--no-tta"]
+    args += ["--threads", str(threads)] if threads else []
+    args += ["--limit", str(limit)] if limit else []
+    args += ["--reports", str(reports)] if reports else []
+    command = " ".join(shlex.quote(a) for a in args)  # the exact command, from its own options
+    md, js = write_cross_dataset(table, out, command)
+    console.print(md.read_text(), highlight=False, markup=False)
+    console.print(f"table: {md}  json: {js}", highlight=False)
 
 
 @experiment_app.command("report")

@@ -128,7 +128,8 @@ def format_validation_error(e: ValidationError, prefix: str = "") -> str:
     err = e.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     msg = "unknown config key" if err["type"] == "extra_forbidden" else None
-    line = f"{msg} '{where}'" if msg else f"config key '{where}': {err['msg']}"
+    text = str(err["msg"]).removeprefix("Value error, ")  # our own validators' messages, as written
+    line = f"{msg} '{where}'" if msg else f"config key '{where}': {text}" if where else text
     if len(e.errors()) > 1:
         line += f" (and {len(e.errors()) - 1} more)"
     return f"{prefix}{line}"

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from .base import ConfigError, Strict, apply_overrides, format_validation_error, load_yaml
 
@@ -19,6 +19,7 @@ __all__ = [
     "LossSection",
     "ModelSection",
     "OptimSection",
+    "SourceSpec",
     "TrainConfig",
     "TrainerSection",
     "apply_overrides",
@@ -52,7 +53,37 @@ class ModelSection(Strict):
         return v
 
 
+class SourceSpec(Strict):
+    """One training source of ``data.sources``: a dataset name (its adapter, its shipped split) or a prepared
+    manifest (with a split column), and its sampling weight. Each source keeps its own split."""
+
+    dataset: str | None = None
+    manifest: str | None = None
+    root: str | None = None  # dataset sources only; None: agekit.config.roots.dataset_root(dataset)
+    split_file: str | None = "default"  # dataset sources only: "default" = the dataset's shipped split
+    weight: float = Field(1.0, gt=0)  # this source's share of training draws is weight / sum of weights
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SourceSpec":
+        if (self.dataset is None) == (self.manifest is None):
+            raise ValueError("a source needs exactly one of dataset (a name) or manifest (a path)")
+        if self.manifest is not None and self.root is not None:
+            raise ValueError("root applies to a dataset source, not to a manifest (its paths are relative to it)")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.dataset if self.dataset is not None else Path(str(self.manifest)).stem
+
+
+_REPLACED_BY_SOURCES = ("dataset", "root", "manifest")
+
+
 class DataSection(Strict):
+    # Multi-dataset training: when given, replaces dataset/root/manifest (giving both is an error). Training
+    # draws rows with replacement so each source's share of draws follows its weight (an epoch = as many draws
+    # as there are training rows); validation and test keep every row of every source.
+    sources: list[SourceSpec] | None = None
     dataset: str = "utkface"  # adapter name used when manifest is not given
     root: str | None = None  # None: agekit.config.roots.dataset_root(dataset) (AGEKIT_<NAME>_ROOT, ../shared/data)
     manifest: str | None = None  # a prepared manifest with a split column; overrides dataset/root
@@ -66,6 +97,37 @@ class DataSection(Strict):
     limit_train: int | None = Field(None, ge=1)  # subsample (tests, quick runs)
     limit_val: int | None = Field(None, ge=1)
     limit_test: int | None = Field(None, ge=1)  # None: the whole test split, so scores stay comparable
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sources_replace_single(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("sources") is not None:
+            given = [k for k in _REPLACED_BY_SOURCES if raw.get(k) is not None]
+            if given:
+                raise ValueError(f"data.sources replaces data.{'/'.join(given)}; give either sources or "
+                                 f"{'/'.join(given)}, not both")
+            if raw.get("split_file", "default") != "default":
+                raise ValueError("with data.sources, set split_file per source (data.sources[i].split_file)")
+            if not raw["sources"]:
+                raise ValueError("data.sources is empty; list at least one {dataset|manifest, weight} source")
+        return raw
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        """With sources, the replaced single-dataset keys are left out, so a saved config loads again."""
+        out = handler(self)
+        if self.sources is not None and isinstance(out, dict):
+            for k in _REPLACED_BY_SOURCES:
+                out.pop(k, None)
+        return out
+
+    def source_list(self) -> list[SourceSpec]:
+        """The sources this section trains on: ``sources``, or the single dataset/manifest as one source."""
+        if self.sources is not None:
+            return list(self.sources)
+        if self.manifest is not None:
+            return [SourceSpec(manifest=self.manifest)]
+        return [SourceSpec(dataset=self.dataset, root=self.root, split_file=self.split_file)]
 
 
 class LossSection(Strict):
@@ -135,6 +197,13 @@ class TrainConfig(Strict):
         if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "crop_margin" in raw["data"]:
             raw = {**raw, "data": {k: v for k, v in raw["data"].items() if k != "crop_margin"}}
         return raw
+
+    @model_validator(mode="after")
+    def _sources_not_ddp(self) -> "TrainConfig":
+        if self.data.sources is not None and "ddp" in self.trainer.strategy.lower():
+            raise ValueError("data.sources is not supported with DDP yet (the weighted sampler is not sharded "
+                             "across ranks); train on one device or merge the sources into one manifest")
+        return self
 
 
 def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str, Any] | None = None) -> TrainConfig:

@@ -2,6 +2,14 @@
 
 Under DDP the crop cache is built once: Lightning runs ``prepare_data`` on local rank 0 only, then a
 barrier, then ``setup`` on every rank, which opens the finished cache (memory-mapped).
+
+Multi-dataset training (``data.sources``): each source's table is resolved on its own (its shipped or own
+split, its ``source`` column), the tables are concatenated and ONE crop cache is built over them
+(``data.crop: auto``: UTKFace chips as they are, AAF photos aligned from their landmarks). Training batches
+are drawn with replacement by a :class:`~torch.utils.data.WeightedRandomSampler` whose per-row weight is
+``source weight / source train size``, so each source's share of draws follows its weight whatever its size;
+an epoch is then a count of draws (as many as there are training rows), not one pass over every row.
+Validation and test keep every row. Not supported under DDP (one-line error; see ``TrainConfig``).
 """
 from __future__ import annotations
 
@@ -11,20 +19,23 @@ import lightning as L
 import numpy as np
 import pandas as pd
 from rich.console import Console
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ..config.roots import dataset_root
 from .cache import build_crop_cache
 from .crops import CropSpec
 from .datasets import FaceCropDataset, resolve_manifest
 from .lds import lds_weights
-from .manifest import FACE_BOX, PERSON_BOX
+from .manifest import FACE_BOX, PERSON_BOX, resolve_paths
 from ..models.registry import AgeModelCfg
 
 if TYPE_CHECKING:
     from ..config.train import TrainConfig
 
-__all__ = ["AgeDataModule", "face_rows"]
+__all__ = ["AgeDataModule", "face_rows", "sources_table", "source_draw_weights", "SOURCE_INDEX"]
+
+SOURCE_INDEX = "source_index"  # column of the concatenated table: which data.sources entry a row came from
 
 
 def face_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -40,6 +51,41 @@ def face_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return (df.loc[~person_only].reset_index(drop=True), n) if n else (df, 0)
 
 
+def sources_table(cfg: TrainConfig) -> tuple[pd.DataFrame, int]:
+    """(the concatenated face table of every source in ``cfg.data``, rows dropped for a person box only).
+
+    Each source is resolved as a single-dataset run would resolve it (adapter + shipped split, or a
+    manifest with its split column); paths are made absolute so one table can mix roots. The column
+    :data:`SOURCE_INDEX` names the ``data.sources`` entry of each row; ``source`` keeps the dataset name.
+    """
+    d, parts, skipped = cfg.data, [], 0
+    for i, s in enumerate(d.source_list()):
+        df = resolve_manifest(s.dataset or "", dataset_root(s.dataset, s.root) if s.dataset else None, s.manifest,
+                              s.split_file, seed=cfg.trainer.seed)
+        df, n = face_rows(df)
+        skipped += n
+        df = df.assign(path=[str(p) for p in resolve_paths(df)])
+        df["source"] = df["source"].fillna(s.name).astype("string")
+        df[SOURCE_INDEX] = i
+        parts.append(df)
+    if len(parts) == 1:
+        out = parts[0]
+    else:
+        out = pd.concat(parts, ignore_index=True)
+        if "gender" in out.columns:
+            out["gender"] = out["gender"].astype("Int64")
+    out.attrs = {"root": "/"}
+    return out, skipped
+
+
+def source_draw_weights(source_index: np.ndarray, weights: list[float]) -> np.ndarray:
+    """Per-row sampling weight ``weight[source] / rows of that source``: sources are drawn by weight, not size."""
+    source_index = np.asarray(source_index)
+    counts = np.bincount(source_index, minlength=len(weights)).astype(np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    return w[source_index] / np.maximum(counts[source_index], 1)
+
+
 class AgeDataModule(L.LightningDataModule):
     def __init__(self, cfg: TrainConfig, model_cfg: AgeModelCfg) -> None:
         super().__init__()
@@ -48,10 +94,7 @@ class AgeDataModule(L.LightningDataModule):
         self.skipped_person_only = 0
 
     def _table(self) -> pd.DataFrame:
-        d = self.cfg.data
-        df = resolve_manifest(d.dataset, dataset_root(d.dataset, d.root), d.manifest, d.split_file,
-                              seed=self.cfg.trainer.seed)
-        df, self.skipped_person_only = face_rows(df)
+        df, self.skipped_person_only = sources_table(self.cfg)
         return df
 
     def _cache(self, df: pd.DataFrame):
@@ -96,13 +139,29 @@ class AgeDataModule(L.LightningDataModule):
         # Training batches are augmented after collation by the LightningModule (BatchAugment).
         return FaceCropDataset(self.crops, idx, sub["age"].to_numpy(), genders, weights)
 
-    def _loader(self, ds: FaceCropDataset, shuffle: bool) -> DataLoader:
+    def _loader(self, ds: FaceCropDataset, shuffle: bool, sampler=None) -> DataLoader:
         w = self.cfg.data.num_workers
-        return DataLoader(ds, batch_size=self.cfg.data.batch_size, shuffle=shuffle, num_workers=w,
-                          persistent_workers=w > 0, drop_last=shuffle and len(ds) > self.cfg.data.batch_size)
+        return DataLoader(ds, batch_size=self.cfg.data.batch_size, shuffle=shuffle and sampler is None,
+                          sampler=sampler, num_workers=w, persistent_workers=w > 0,
+                          drop_last=shuffle and len(ds) > self.cfg.data.batch_size)
+
+    def train_sampler(self) -> WeightedRandomSampler | None:
+        """With ``data.sources``: draws by source weight (see the module docstring); else None (plain shuffle)."""
+        sources = self.cfg.data.sources
+        if sources is None:
+            return None
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and getattr(trainer, "world_size", 1) > 1:
+            raise ValueError("data.sources is not supported with more than one device/process yet (the weighted "
+                             "sampler is not sharded across ranks); train on one device")
+        idx = self.idx["train"]
+        w = source_draw_weights(self.df[SOURCE_INDEX].to_numpy()[idx], [s.weight for s in sources])
+        g = torch.Generator().manual_seed(self.cfg.trainer.seed)
+        return WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), num_samples=len(idx), replacement=True,
+                                     generator=g)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("train"), shuffle=True)
+        return self._loader(self._dataset("train"), shuffle=True, sampler=self.train_sampler())
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("val"), shuffle=False)

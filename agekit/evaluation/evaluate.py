@@ -28,9 +28,16 @@ from ..runtime import Runner, load_runner
 from ..runtime.runner import reported_gender
 from .metrics import AGE_BIN_EDGES, age_bin_labels, estimate
 
-__all__ = ["EvalResult", "default_root", "load_eval_table", "predict_split", "summarize", "evaluate", "GENDER_NAMES"]
+__all__ = ["EvalResult", "default_root", "load_eval_table", "predict_split", "summarize", "fairness", "evaluate",
+           "GENDER_NAMES", "FAIRNESS_GOAL", "FAIRNESS_GROUPINGS", "FAIRNESS_MIN_N"]
 
 GENDER_NAMES = {0: "male", 1: "female"}
+# Fairness (issue 8, section 7): per-group MAE for these groupings; the goal is worst group MAE <= 1.3x overall.
+# Age bins are reported too but are not a fairness group: error grows with age by nature (a 70-year-old's age
+# is less certain than a 5-year-old's), so a ratio over age bins would measure the task, not a bias.
+FAIRNESS_GOAL = 1.3
+FAIRNESS_GROUPINGS = {"gender": "by_gender", "race": "by_race", "source": "by_source"}
+FAIRNESS_MIN_N = 30  # smaller groups are listed in the tables but not ranked: their MAE is mostly noise
 
 
 def default_root(dataset: str) -> str | None:
@@ -94,11 +101,47 @@ def _group_rows(pred: pd.DataFrame, col: str, order: list[str], n_boot: int, see
     return rows
 
 
-def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def _worst(groups: list[dict], overall: float, min_n: int, prefix: str = "") -> dict[str, Any] | None:
+    ranked = [g for g in groups if g["n"] >= min_n]
+    if not ranked:
+        return None
+    w = max(ranked, key=lambda g: g["mae"]["value"])
+    ratio = w["mae"]["value"] / overall if overall > 0 else float("inf")
+    return {"worst_group": f"{prefix}{w['group']}", "worst_mae": float(w["mae"]["value"]), "overall_mae": overall,
+            "ratio": float(ratio), "goal": FAIRNESS_GOAL, "met": bool(ratio <= FAIRNESS_GOAL), "n": int(w["n"]),
+            "groups_ranked": len(ranked)}
+
+
+def fairness(summary: dict[str, Any], min_n: int = FAIRNESS_MIN_N) -> dict[str, Any]:
+    """Worst group MAE against the overall MAE, per grouping (gender, race, source) and over all of them.
+
+    ``{worst_group, worst_mae, overall_mae, ratio, goal, met, n, groupings: {name: {...same keys}}}``; a
+    grouping with fewer than two groups of at least ``min_n`` rows cannot be compared and is left out.
+    """
+    overall = float(summary["metrics"]["mae"]["value"])
+    per: dict[str, Any] = {}
+    for name, key in FAIRNESS_GROUPINGS.items():
+        groups = summary.get(key) or []
+        if sum(g["n"] >= min_n for g in groups) >= 2:
+            per[name] = _worst(groups, overall, min_n)
+    worst = max(((n, w) for n, w in per.items()), key=lambda t: t[1]["worst_mae"], default=None)
+    top = ({**worst[1], "worst_group": f"{worst[0]}={worst[1]['worst_group']}"} if worst else
+           {"worst_group": None, "worst_mae": None, "overall_mae": overall, "ratio": None, "goal": FAIRNESS_GOAL,
+            "met": None, "n": None, "groups_ranked": 0})
+    top.pop("groups_ranked", None)
+    return {**top, "groupings": per, "min_n": min_n,
+            "note": "groups: gender, race (UTKFace), source dataset; age bins are reported but are not a "
+                    "fairness group (error grows with age by nature)"}
+
+
+def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int = 0,
+              fairness_min_n: int = FAIRNESS_MIN_N) -> dict[str, Any]:
     """Metrics with 95% percentile-bootstrap CIs from a predictions table.
 
-    ``pred`` needs columns age, pred, gender (0/1/NA), p_female (P(female)) and optionally race.
-    Works from the table alone, so a saved predictions.csv can be re-scored later.
+    ``pred`` needs columns age, pred, gender (0/1/NA), p_female (P(female)) and optionally race and
+    source (the dataset of each row). Works from the table alone, so a saved predictions.csv can be
+    re-scored later. ``by_source`` breaks the metrics down by source dataset; ``fairness`` names the
+    worst gender / race / source group and its ratio to the overall MAE (see :func:`fairness`).
     """
     err = (pred["pred"] - pred["age"]).to_numpy(dtype=np.float64)
     known = (pred["gender"].notna() & pred["p_female"].notna()).to_numpy()
@@ -119,6 +162,12 @@ def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int
     if "race" in pred.columns and pred["race"].notna().any():
         races = sorted(str(r) for r in pred["race"].dropna().unique())
         out["by_race"] = _group_rows(pred.assign(race=pred["race"].astype(object)), "race", races, n_boot, seed, cs_k)
+    out["by_source"] = []
+    if "source" in pred.columns and pred["source"].notna().any():
+        srcs = sorted(str(r) for r in pred["source"].dropna().unique())
+        out["by_source"] = _group_rows(pred.assign(source=pred["source"].astype(object)), "source", srcs,
+                                       n_boot, seed, cs_k)
+    out["fairness"] = fairness(out, fairness_min_n)
     return out
 
 
@@ -163,6 +212,7 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
         "path": sub["path"].to_numpy(), "age": sub["age"].to_numpy(dtype=np.float64), "pred": age_pred,
         "gender": sub["gender"].to_numpy(), "p_female": prob, "pred_gender": pred_gender,
         "gender_prob": gender_prob, "race": sub["race"].to_numpy(),
+        "source": sub["source"].to_numpy() if "source" in sub.columns else data_name,
     })
     pred["gender"] = pred["gender"].astype("Int64")
     from .. import __version__

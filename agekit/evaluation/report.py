@@ -10,7 +10,7 @@ from rich.table import Table
 from .evaluate import EvalResult
 from .plots import plot_mae_by_group, plot_scatter
 
-__all__ = ["write_report", "results_table", "markdown_report"]
+__all__ = ["write_report", "results_table", "markdown_report", "fairness_line", "fairness_lines"]
 
 
 def _ci(e: dict[str, Any] | None, pct: bool = False, digits: int = 2) -> tuple[str, str]:
@@ -55,15 +55,36 @@ def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
         t = m["training_test_metrics"]
         lines += ["", "Training run's own test metrics (from the weights file): "
                   + ", ".join(f"{key} = {val:.4g}" for key, val in t.items() if isinstance(val, (int, float)))]
-    for title, key in (("By age (true age bin)", "by_age_bin"), ("By gender", "by_gender"), ("By race", "by_race")):
+    for title, key in (("By age (true age bin)", "by_age_bin"), ("By gender", "by_gender"), ("By race", "by_race"),
+                       ("By source dataset", "by_source")):
         if r.get(key):
             lines += ["", f"## {title}", "", *_group_lines(r[key], k)]
+    if r.get("fairness"):
+        lines += ["", "## Fairness", "", *fairness_lines(r["fairness"])]
     lines += ["", "## Plots", ""]
     for name in ("scatter", "mae_by_age"):
         if name in files:
             lines.append(f"![{name}]({Path(files[name]).name})")
-    lines += ["", f"Per-image predictions: `{Path(files['predictions']).name}` (path, age, pred, gender, p_female = P(female), pred_gender, gender_prob = P(pred_gender), race).", ""]
+    lines += ["", f"Per-image predictions: `{Path(files['predictions']).name}` (path, age, pred, gender, p_female = P(female), pred_gender, gender_prob = P(pred_gender), race, source).", ""]
     return "\n".join(lines)
+
+
+def fairness_line(f: dict[str, Any]) -> str:
+    """One line: the worst group, its MAE and its ratio to the overall MAE against the goal."""
+    if not f or f.get("worst_group") is None:
+        return "fairness: no grouping has two groups large enough to compare"
+    return (f"worst group {f['worst_group']}: MAE {f['worst_mae']:.2f} = {f['ratio']:.2f}x overall "
+            f"{f['overall_mae']:.2f} (goal <= {f['goal']:g}x: {'met' if f['met'] else 'NOT met'})")
+
+
+def fairness_lines(f: dict[str, Any]) -> list[str]:
+    lines = [f"- {fairness_line(f)}"]
+    for name, g in (f.get("groupings") or {}).items():
+        lines.append(f"- {name}: worst {g['worst_group']} (n={g['n']}) MAE {g['worst_mae']:.2f}, "
+                     f"{g['ratio']:.2f}x overall ({'met' if g['met'] else 'NOT met'})")
+    lines.append(f"- groups: gender, race (UTKFace), source dataset; groups under {f.get('min_n')} images are "
+                 "not ranked. Age bins are reported above but are not a fairness group (error grows with age).")
+    return lines
 
 
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, str]:
@@ -92,7 +113,8 @@ def results_table(r: dict[str, Any]) -> list[Table]:
     for row in _overall_rows(r):
         overall.add_row(*row)
     tables = [overall]
-    for title, key in (("by true age", "by_age_bin"), ("by gender", "by_gender"), ("by race", "by_race")):
+    for title, key in (("by true age", "by_age_bin"), ("by gender", "by_gender"), ("by race", "by_race"),
+                       ("by source", "by_source")):
         if not r.get(key):
             continue
         t = Table("group", "n", "MAE", "95% CI", "bias", title=f"MAE {title}")

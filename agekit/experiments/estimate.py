@@ -41,11 +41,10 @@ def _split_sizes(run: RunSpec) -> tuple[int | None, int | None, int | None]:
         sizes = [round(n_tr * (1 - VAL_FRACTION)), round(n_tr * VAL_FRACTION), n_te]
     else:
         sizes = [None, None, None]
-        try:  # age data: count the split rows (UTKFace: the shipped split)
-            from ..config.roots import dataset_root
-            from ..data.datasets import resolve_manifest
+        try:  # age data: count the split rows (UTKFace: the shipped split; data.sources: all sources)
+            from ..data.datamodule import sources_table
 
-            df = resolve_manifest(d.dataset, dataset_root(d.dataset, d.root), d.manifest, d.split_file, seed=run.config.trainer.seed)
+            df, _ = sources_table(run.config)
             sizes = [int((df["split"] == s).sum()) for s in ("train", "val", "test")]
         except Exception:  # noqa: BLE001, S110 - data not present or unreadable: fall back to the limits
             pass
