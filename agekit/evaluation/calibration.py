@@ -121,6 +121,7 @@ def write_calibrated(model: str | Path, record: dict[str, Any], out: str | Path 
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, model.stat().st_mode & 0o777)  # mkstemp makes 0600; the copy keeps the input's mode
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
