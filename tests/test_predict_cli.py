@@ -48,7 +48,8 @@ def test_folder_run_writes_json_and_drawings(photos, random_model_file, tmp_path
         rec = records[name]
         assert rec["status"] == "ok" and rec["error"] is None and len(rec["faces"]) == 1
         face = rec["faces"][0]
-        assert set(face) == {"box", "landmarks", "score", "age", "gender", "gender_prob"}
+        assert set(face) == {"box", "landmarks", "score", "age", "age_low", "age_high", "gender", "gender_prob"}
+        assert face["age_low"] is None and face["age_high"] is None  # an uncalibrated model: no interval
         assert len(face["box"]) == 4 and len(face["landmarks"]) == 5 and face["gender"] in ("male", "female")
     assert records["wall.png"]["status"] == "no face detected" and records["wall.png"]["faces"] == []
     for name in BAD:

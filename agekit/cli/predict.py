@@ -64,7 +64,9 @@ def predict_cmd(
         torch.set_num_threads(1)
 
     writer = open_writer(out) if out is not None else None
-    table = Table("image", "face", "box (x0,y0,x1,y1)", "age", "gender", "prob", title=f"agekit predict ({predictor.cfg.name}, {predictor.backend_name})")
+    calibrated = predictor.runner.calibration is not None
+    interval_col = ["interval"] if calibrated else []
+    table = Table("image", "face", "box (x0,y0,x1,y1)", "age", *interval_col, "gender", "prob", title=f"agekit predict ({predictor.cfg.name}, {predictor.backend_name})")
     n_images = n_read = n_faces = n_noface = 0
     taken: set[str] = set()
     try:
@@ -74,7 +76,7 @@ def predict_cmd(
                 writer.write(res)
             if res.error is not None:
                 err.print(f"skipped {res.path or res.name}: {res.status}", highlight=False, markup=False, soft_wrap=True)
-                table.add_row(escape(res.name), "-", f"[red]{escape(res.status)}[/]", "", "", "")
+                table.add_row(escape(res.name), "-", f"[red]{escape(res.status)}[/]", "", *([""] * len(interval_col)), "", "")
                 continue
             n_read += 1
             if draw is not None:
@@ -82,11 +84,12 @@ def predict_cmd(
                 res.image = None  # drawn: free the memory
             if not res.faces:
                 n_noface += 1
-                table.add_row(escape(res.name), "-", "[yellow]no face detected[/]", "", "", "")
+                table.add_row(escape(res.name), "-", "[yellow]no face detected[/]", "", *([""] * len(interval_col)), "", "")
             for i, f in enumerate(res.faces):
                 n_faces += 1
                 box = ",".join(f"{v:.0f}" for v in f.box)
-                table.add_row(escape(res.name), str(i), box, f"{f.age:.1f}", f.gender or "-",
+                table.add_row(escape(res.name), str(i), box, f"{f.age:.1f}", *([f.interval or "-"] if calibrated else []),
+                              f.gender or "-",
                               "-" if f.gender_prob is None else f"{f.gender_prob:.2f}")
     finally:
         if writer is not None:

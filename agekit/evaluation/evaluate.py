@@ -28,8 +28,9 @@ from ..runtime import Runner, load_runner
 from ..runtime.runner import reported_gender
 from .metrics import AGE_BIN_EDGES, age_bin_labels, estimate
 
-__all__ = ["EvalResult", "default_root", "load_eval_table", "predict_split", "summarize", "fairness", "evaluate",
-           "GENDER_NAMES", "FAIRNESS_GOAL", "FAIRNESS_GROUPINGS", "FAIRNESS_MIN_N"]
+__all__ = ["EvalResult", "default_root", "load_eval_table", "predict_split", "predict_outputs", "scored_split",
+           "ScoredSplit", "summarize", "fairness", "interval_summary", "crop_blur", "evaluate", "GENDER_NAMES",
+           "FAIRNESS_GOAL", "FAIRNESS_GROUPINGS", "FAIRNESS_MIN_N"]
 
 GENDER_NAMES = {0: "male", 1: "female"}
 # Fairness (issue 8, section 7): per-group MAE for these groupings; the goal is worst group MAE <= 1.3x overall.
@@ -63,23 +64,89 @@ def load_eval_table(data: str | Path, root: str | Path | None = None) -> tuple[p
     return resolve_manifest(data, str(root), None, "default"), data
 
 
-def predict_split(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
-                  tta_flip: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """(age, P(female) or NaN, seconds) for ``crops[index]`` through :meth:`Runner.predict`."""
+def predict_outputs(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
+                    tta_flip: bool = True) -> tuple[dict[str, np.ndarray], float]:
+    """(every per-face output of :meth:`Runner.predict` for ``crops[index]``, seconds): age, p_female,
+    age_std, age_low/age_high ... as the model has them (vector outputs such as ``age_dist`` are dropped)."""
     import torch
 
-    ages, probs = [], []
+    parts: dict[str, list[np.ndarray]] = {}
     t0 = time.perf_counter()
     for start in range(0, len(index), batch_size):
         idx = index[start:start + batch_size]
         x = normalize(torch.from_numpy(np.asarray(crops[idx])).permute(0, 3, 1, 2), runner.cfg).numpy()
         out = runner.predict(x, tta_flip=tta_flip)
-        ages.append(out["age"])
-        probs.append(out.get("p_female", np.full(len(idx), np.nan)))
+        for k, v in out.items():
+            v = np.asarray(v)
+            if v.ndim == 1:
+                parts.setdefault(k, []).append(v)
     seconds = time.perf_counter() - t0
-    if not ages:
+    return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}, seconds
+
+
+def predict_split(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
+                  tta_flip: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """(age, P(female) or NaN, seconds) for ``crops[index]`` through :meth:`Runner.predict`."""
+    out, seconds = predict_outputs(runner, crops, index, batch_size, tta_flip)
+    if "age" not in out:
         return np.zeros(0), np.zeros(0), seconds
-    return np.concatenate(ages).astype(np.float64), np.concatenate(probs).astype(np.float64), seconds
+    return out["age"], out.get("p_female", np.full(len(out["age"]), np.nan)), seconds
+
+
+@dataclass
+class ScoredSplit:
+    """One split of a labelled table, cropped by the one crop path at a runner's input size."""
+
+    df: pd.DataFrame
+    data_name: str
+    crops: np.ndarray
+    index: np.ndarray       # rows of df (and crops) to score
+    in_split: np.ndarray    # bool per row of df
+    ok: np.ndarray          # bool per row of df: the crop could be made
+    errors: list
+    spec: CropSpec
+
+
+def scored_split(runner: Runner, data: str | Path, split: str, root: str | Path | None = None,
+                 cache_dir: str | Path = "cache", crop: str = "auto", limit: int | None = None,
+                 seed: int = 0) -> ScoredSplit:
+    """The rows of ``split`` to score and their crops: what ``agekit eval`` and ``agekit calibrate`` share.
+
+    ``limit`` keeps a seeded random subset of the split.
+    """
+    df, data_name = load_eval_table(data, root)
+    splits = sorted(df["split"].dropna().unique())
+    if split not in splits:
+        raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
+    size = runner.cfg.input_size[-1]
+    spec = CropSpec(crop)  # type: ignore[arg-type]
+    crops, ok, errors = build_crop_cache(df, size, cache_dir, spec)
+    in_split = (df["split"] == split).to_numpy()
+    index = np.flatnonzero(in_split & ok)
+    if limit is not None and limit < len(index):
+        index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+    if len(index) == 0:
+        raise ValueError(f"split {split!r} has no readable images")
+    return ScoredSplit(df, data_name, crops, index, in_split, ok, errors, spec)
+
+
+def crop_blur(crops: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Sharpness per crop: variance of the Laplacian of the grey crop (low = blurred)."""
+    import cv2
+
+    out = np.empty(len(index), dtype=np.float64)
+    for i, j in enumerate(index):
+        grey = cv2.cvtColor(np.ascontiguousarray(crops[j]), cv2.COLOR_RGB2GRAY)
+        out[i] = cv2.Laplacian(grey, cv2.CV_64F).var()
+    return out
+
+
+def _inter_ocular(sub: pd.DataFrame) -> np.ndarray:
+    """Distance between the eye landmarks in source pixels (NaN without landmarks): the face size of a photo."""
+    from ..data.manifest import landmarks_array
+
+    lms = landmarks_array(sub)
+    return np.hypot(*(lms[:, 0] - lms[:, 1]).T)
 
 
 def _group_rows(pred: pd.DataFrame, col: str, order: list[str], n_boot: int, seed: int, k: float) -> list[dict]:
@@ -99,6 +166,55 @@ def _group_rows(pred: pd.DataFrame, col: str, order: list[str], n_boot: int, see
             "gender_acc": float(correct.mean()) if len(correct) else None,
         })
     return rows
+
+
+def _interval_rows(pred: pd.DataFrame, groups: pd.Series, order: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for g in order:
+        sub = pred[(groups == g).to_numpy()]
+        if len(sub):
+            rows.append({"group": g, "n": int(len(sub)), "coverage": float(sub["_inside"].mean()),
+                         "mean_width": float(sub["_width"].mean())})
+    return rows
+
+
+def _tercile_rows(pred: pd.DataFrame, col: str, names: tuple[str, str, str]) -> list[dict[str, Any]]:
+    v = pred[col].to_numpy(dtype=np.float64)
+    fin = np.isfinite(v)
+    if fin.sum() < 3:
+        return []
+    edges = np.quantile(v[fin], [1 / 3, 2 / 3])
+    t = np.where(~fin, -1, np.digitize(v, edges))
+    rows = []
+    for k, name in enumerate(names):
+        m = t == k
+        if m.any():
+            rows.append({"group": name, "n": int(m.sum()), "range": [float(v[m].min()), float(v[m].max())],
+                         "coverage": float(pred["_inside"].to_numpy()[m].mean()),
+                         "mean_width": float(pred["_width"].to_numpy()[m].mean())})
+    return rows
+
+
+def interval_summary(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Coverage of the calibrated interval (share of true ages in [age_low, age_high]) with a bootstrap CI,
+    mean width, and both per true-age bin, per blur tercile (variance of the Laplacian of the crop) and
+    per face-size tercile (inter-ocular distance, photos with landmarks)."""
+    lo, hi, y = (pred[c].to_numpy(dtype=np.float64) for c in ("age_low", "age_high", "age"))
+    inside = ((lo <= y) & (y <= hi)).astype(np.float64)
+    width = hi - lo
+    p = pred.assign(_inside=inside, _width=width)
+    bins = [f"{a}-{b - 1}" for a, b in zip(AGE_BIN_EDGES[:-1], AGE_BIN_EDGES[1:])] + [f"{AGE_BIN_EDGES[-1]}+"]
+    out: dict[str, Any] = {
+        "coverage": estimate(inside, n_boot=n_boot, seed=seed).to_dict(),
+        "mean_width": estimate(width, n_boot=n_boot, seed=seed).to_dict(),
+        "median_width": float(np.median(width)) if len(width) else float("nan"),
+        "by_age_bin": _interval_rows(p, pd.Series(age_bin_labels(y)), bins),
+        "by_blur": _tercile_rows(p, "blur", ("blurriest third", "middle third", "sharpest third"))
+        if "blur" in p.columns else [],
+        "by_face_size": _tercile_rows(p, "inter_ocular", ("smallest third", "middle third", "largest third"))
+        if "inter_ocular" in p.columns else [],
+    }
+    return out
 
 
 def _worst(groups: list[dict], overall: float, min_n: int, prefix: str = "") -> dict[str, Any] | None:
@@ -168,6 +284,8 @@ def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int
         out["by_source"] = _group_rows(pred.assign(source=pred["source"].astype(object)), "source", srcs,
                                        n_boot, seed, cs_k)
     out["fairness"] = fairness(out, fairness_min_n)
+    if "age_low" in pred.columns and "age_high" in pred.columns:
+        out["interval"] = interval_summary(pred, n_boot, seed)
     return out
 
 
@@ -192,20 +310,11 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
     """
     runner = load_runner(model, backend, threads=threads, cache_dir=work_dir)
     model_info = runner.info()
-    df, data_name = load_eval_table(data, root)
-    splits = sorted(df["split"].dropna().unique())
-    if split not in splits:
-        raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
-    size = runner.cfg.input_size[-1]
-    spec = CropSpec(crop)  # type: ignore[arg-type]
-    crops, ok, errors = build_crop_cache(df, size, cache_dir, spec)
-    in_split = (df["split"] == split).to_numpy()
-    index = np.flatnonzero(in_split & ok)
-    if limit is not None and limit < len(index):
-        index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
-    if len(index) == 0:
-        raise ValueError(f"split {split!r} has no readable images")
-    age_pred, prob, seconds = predict_split(runner, crops, index, batch_size, tta_flip)
+    ss = scored_split(runner, data, split, root, cache_dir, crop, limit, seed)
+    df, data_name, index, in_split, ok, errors, spec = ss.df, ss.data_name, ss.index, ss.in_split, ss.ok, ss.errors, ss.spec
+    outs, seconds = predict_outputs(runner, ss.crops, index, batch_size, tta_flip)
+    age_pred = outs["age"]
+    prob = outs.get("p_female", np.full(len(index), np.nan))
     sub = df.iloc[index]
     pred_gender, gender_prob = reported_gender(prob)
     pred = pd.DataFrame({
@@ -214,6 +323,14 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
         "gender_prob": gender_prob, "race": sub["race"].to_numpy(),
         "source": sub["source"].to_numpy() if "source" in sub.columns else data_name,
     })
+    for key in ("age_std", "age_low", "age_high"):
+        if key in outs:
+            pred[key] = outs[key]
+    if "age_low" in outs:  # what the interval width is compared against: image quality and face size
+        pred["blur"] = crop_blur(ss.crops, index)
+        iod = _inter_ocular(sub)
+        if np.isfinite(iod).any():
+            pred["inter_ocular"] = iod
     pred["gender"] = pred["gender"].astype("Int64")
     from .. import __version__
 

@@ -39,6 +39,29 @@ def _group_lines(groups: list[dict[str, Any]], k: float) -> list[str]:
     return lines
 
 
+def _interval_lines(iv: dict[str, Any], cal: dict[str, Any]) -> list[str]:
+    level = f"{100 * (1 - cal['alpha']):g}%" if cal.get("alpha") is not None else ""
+    v, ci = _ci(iv["coverage"], pct=True)
+    w, wci = _ci(iv["mean_width"])
+    how = (f"split conformal on {cal.get('data')}/{cal.get('split')} (n = {cal.get('n')}), score {cal.get('score')}, "
+           f"q = {cal['q']:.3f}" if cal.get("q") is not None else "")
+    lines = [f"## Age interval ({level} calibrated)", "", *( [f"Calibration: {how}.", ""] if how else []),
+             "| metric | value | 95% CI |", "|---|---:|---|",
+             f"| coverage (true age in [age_low, age_high]) | {v} | {ci} |",
+             f"| mean width (years) | {w} | {wci} |", f"| median width (years) | {iv['median_width']:.2f} | |"]
+    for title, key, extra in (("By true age", "by_age_bin", False),
+                              ("By blur (variance of the Laplacian of the crop; low = blurred)", "by_blur", True),
+                              ("By face size (inter-ocular distance, source pixels)", "by_face_size", True)):
+        if not iv.get(key):
+            continue
+        lines += ["", f"### {title}", "", "| group | n |" + (" range |" if extra else "") + " coverage | mean width |",
+                  "|---|---:|" + ("---|" if extra else "") + "---:|---:|"]
+        for g in iv[key]:
+            rng = f" {g['range'][0]:.1f}-{g['range'][1]:.1f} |" if extra else ""
+            lines.append(f"| {g['group']} | {g['n']} |{rng} {100 * g['coverage']:.1f}% | {g['mean_width']:.2f} |")
+    return lines
+
+
 def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
     m, d, k = r["model"], r["data"], r["metrics"]["cs"]["k"]
     lines = [f"# Evaluation: {m.get('model_name', '')} on {d['name']} / {d['split']}", "",
@@ -61,11 +84,16 @@ def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
             lines += ["", f"## {title}", "", *_group_lines(r[key], k)]
     if r.get("fairness"):
         lines += ["", "## Fairness", "", *fairness_lines(r["fairness"])]
+    if r.get("interval"):
+        lines += ["", *_interval_lines(r["interval"], m.get("calibration") or {})]
     lines += ["", "## Plots", ""]
     for name in ("scatter", "mae_by_age"):
         if name in files:
             lines.append(f"![{name}]({Path(files[name]).name})")
-    lines += ["", f"Per-image predictions: `{Path(files['predictions']).name}` (path, age, pred, gender, p_female = P(female), pred_gender, gender_prob = P(pred_gender), race, source).", ""]
+    cols = "path, age, pred, gender, p_female = P(female), pred_gender, gender_prob = P(pred_gender), race, source"
+    if r.get("interval"):
+        cols += ", age_low, age_high (calibrated interval), blur, inter_ocular (when landmarks)"
+    lines += ["", f"Per-image predictions: `{Path(files['predictions']).name}` ({cols}).", ""]
     return "\n".join(lines)
 
 
@@ -121,5 +149,14 @@ def results_table(r: dict[str, Any]) -> list[Table]:
         for g in r[key]:
             v, ci = _ci(g["mae"])
             t.add_row(g["group"], str(g["n"]), v, ci, f"{g['bias']:+.2f}")
+        tables.append(t)
+    iv = r.get("interval")
+    if iv:
+        cv, cci = _ci(iv["coverage"], pct=True)
+        w, wci = _ci(iv["mean_width"])
+        t = Table("group", "n", "coverage", "mean width", title=f"age interval: coverage {cv} {cci}, mean width {w} {wci}")
+        for key in ("by_age_bin", "by_blur", "by_face_size"):
+            for g in iv.get(key) or []:
+                t.add_row(g["group"], str(g["n"]), f"{100 * g['coverage']:.1f}%", f"{g['mean_width']:.2f}")
         tables.append(t)
     return tables

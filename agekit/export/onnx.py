@@ -56,7 +56,7 @@ def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None,
         "task": cfg.task,
         "outputs": "; ".join(OUTPUT_DOCS[n][0] for n in (output_names or ()) if n in OUTPUT_DOCS),
     }
-    for key in ("val_mae", "epoch"):
+    for key in ("val_mae", "epoch", "calibration"):  # calibration: runners of the export give intervals too
         if meta.get(key) is not None:
             out[key] = json.dumps(meta[key])
     return out

@@ -156,6 +156,14 @@ class Predictor:
         gender, prob = reported_gender(out["p_female"])
         return [(float(age[i]), str(gender[i]), float(prob[i])) for i in range(n)]
 
+    @staticmethod
+    def intervals(out: dict[str, np.ndarray], n: int) -> list[tuple[float | None, float | None]]:
+        """(age_low, age_high) per crop from the runner's calibrated interval; (None, None) without one."""
+        if "age_low" not in out or "age_high" not in out:
+            return [(None, None)] * n
+        lo, hi = np.asarray(out["age_low"], dtype=np.float64), np.asarray(out["age_high"], dtype=np.float64)
+        return [(float(lo[i]), float(hi[i])) for i in range(n)]
+
     def estimate(self, crops: list[np.ndarray]) -> list[tuple[float, str | None, float | None]]:
         """preprocess -> infer -> postprocess for aligned chips, ``batch_size`` at a time."""
         rows: list[tuple[float, str | None, float | None]] = []
@@ -169,6 +177,7 @@ class Predictor:
         """Run the model on every crop of ``pending`` images, fill in their faces, yield them in order."""
         crops = [c for _, cs in pending for c in cs]
         rows: list[tuple[float, str | None, float | None]] = []
+        bounds: list[tuple[float | None, float | None]] = []
         spent = dict.fromkeys(("preprocess", "infer", "postprocess"), 0.0)
         for i in range(0, len(crops), self.batch_size):
             chunk = crops[i:i + self.batch_size]
@@ -178,6 +187,7 @@ class Predictor:
             out = self.infer(x)
             t2 = time.perf_counter()
             rows.extend(self.postprocess(out, len(chunk)))
+            bounds.extend(self.intervals(out, len(chunk)))
             t3 = time.perf_counter()
             spent["preprocess"] += t1 - t0
             spent["infer"] += t2 - t1
@@ -188,8 +198,9 @@ class Predictor:
             for stage, sec in spent.items():
                 res.timings.setdefault(stage, 0.0)
                 res.timings[stage] += sec * share
-            for face, (age, gender, prob) in zip(res.faces, rows[k:k + len(cs)]):
+            for face, (age, gender, prob), (lo, hi) in zip(res.faces, rows[k:k + len(cs)], bounds[k:k + len(cs)]):
                 face.age, face.gender, face.gender_prob = age, gender, prob
+                face.age_low, face.age_high = lo, hi
             k += len(cs)
             yield res
 

@@ -22,6 +22,8 @@ class FaceResult:
 
     ``gender_prob`` is the probability of the reported ``gender`` (P(female) when female, else
     1 - P(female)), so it is at least 0.5; ``None`` for a model without a gender head.
+    ``age_low``/``age_high``: the calibrated interval (90% by default, ``agekit calibrate``) around
+    ``age``; ``None`` for a model without a calibration record.
     """
 
     box: tuple[float, float, float, float]
@@ -30,13 +32,23 @@ class FaceResult:
     age: float
     gender: str | None
     gender_prob: float | None
+    age_low: float | None = None
+    age_high: float | None = None
+
+    @property
+    def interval(self) -> str | None:
+        """The calibrated interval as text, e.g. ``"24-37"`` (None when the model is not calibrated)."""
+        if self.age_low is None or self.age_high is None:
+            return None
+        return f"{self.age_low:.0f}-{self.age_high:.0f}"
 
     @property
     def label(self) -> str:
-        """Short text for drawings, e.g. ``"34 F 0.97"``."""
+        """Short text for drawings, e.g. ``"34 F 0.97"``, or ``"30 (24-37) F 0.94"`` with an interval."""
+        age = f"{self.age:.0f}" + (f" ({self.interval})" if self.interval else "")
         if self.gender is None:
-            return f"{self.age:.0f}"
-        return f"{self.age:.0f} {self.gender[0].upper()} {self.gender_prob:.2f}"
+            return age
+        return f"{age} {self.gender[0].upper()} {self.gender_prob:.2f}"
 
 
 @dataclass

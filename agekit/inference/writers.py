@@ -16,8 +16,8 @@ from .results import ImageResult
 __all__ = ["ResultWriter", "JsonWriter", "JsonlWriter", "CsvWriter", "open_writer", "WRITER_SUFFIXES", "CSV_COLUMNS"]
 
 _LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-CSV_COLUMNS = ["image", "path", "status", "width", "height", "face", "x0", "y0", "x1", "y1", "score", "age", "gender",
-               "gender_prob"] + [f"{n}_{c}" for n in _LANDMARKS for c in "xy"]
+CSV_COLUMNS = ["image", "path", "status", "width", "height", "face", "x0", "y0", "x1", "y1", "score", "age", "age_low",
+               "age_high", "gender", "gender_prob"] + [f"{n}_{c}" for n in _LANDMARKS for c in "xy"]
 
 
 def _clean(v: Any) -> Any:
@@ -98,7 +98,8 @@ class CsvWriter(ResultWriter):
             self._w.writerow(base)
             return
         for i, f in enumerate(res.faces):
-            row = dict(base, face=i, score=f.score, age=_fmt(f.age), gender=f.gender or "",
+            row = dict(base, face=i, score=f.score, age=_fmt(f.age), age_low=_fmt(f.age_low), age_high=_fmt(f.age_high),
+                       gender=f.gender or "",
                        gender_prob="" if f.gender_prob is None else round(f.gender_prob, 4))
             row.update(zip(("x0", "y0", "x1", "y1"), f.box))
             for name, (x, y) in zip(_LANDMARKS, f.landmarks):
@@ -106,8 +107,8 @@ class CsvWriter(ResultWriter):
             self._w.writerow(row)
 
 
-def _fmt(age: float) -> Any:
-    return "" if math.isnan(age) else round(age, 2)
+def _fmt(age: float | None) -> Any:
+    return "" if age is None or math.isnan(age) else round(age, 2)
 
 
 WRITER_SUFFIXES = {".json": JsonWriter, ".jsonl": JsonlWriter, ".csv": CsvWriter}

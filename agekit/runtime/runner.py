@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 __all__ = ["Runner", "ModelFileError", "check_model_file", "load_torch_model", "decode_metadata", "per_sample",
-           "sigmoid", "reported_gender", "bundled_model_path"]
+           "sigmoid", "reported_gender", "bundled_model_path", "age_interval", "model_age_range"]
 
 BUNDLED_MODEL = "mobileagenet_lite0_utkface.safetensors"
 
@@ -112,6 +112,35 @@ def reported_gender(p_female: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return label, np.where(female, p, 1.0 - p)
 
 
+def model_age_range(cfg: Any, meta: Mapping[str, Any]) -> tuple[float, float]:
+    """The model's age range: its ``model_kwargs.age_range`` when the file has one, else the registry cfg's."""
+    kwargs = meta.get("model_kwargs") or {}
+    lo, hi = kwargs.get("age_range") or getattr(cfg, "age_range", None) or (0.0, 120.0)
+    return float(lo), float(hi)
+
+
+def age_interval(out: Mapping[str, np.ndarray], calibration: Mapping[str, Any] | None,
+                 age_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(age_low, age_high) from a split-conformal ``calibration`` record, or None without one.
+
+    ``score: "abs"``: age -/+ q (one width for every face); ``"normalized"``: age -/+ q * age_std (wider
+    where the model says it is less sure). Clipped to the model's age range. The record comes from
+    :func:`agekit.evaluation.calibration.calibrate` (``agekit calibrate``).
+    """
+    if not calibration or "age" not in out:
+        return None
+    age = np.asarray(out["age"], dtype=np.float64)
+    q = float(calibration["q"])
+    if calibration.get("score", "abs") == "normalized":
+        if "age_std" not in out:
+            raise ValueError("the calibration record uses normalized scores but the model has no age_std output")
+        half = q * np.asarray(out["age_std"], dtype=np.float64)
+    else:
+        half = np.full_like(age, q)
+    lo, hi = age_range
+    return np.clip(age - half, lo, hi), np.clip(age + half, lo, hi)
+
+
 def _as_batch(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):  # a torch tensor; kept duck-typed so this module does not need torch
         x = x.detach().cpu().numpy()
@@ -138,7 +167,9 @@ class Runner:
         raise NotImplementedError
 
     def predict(self, x: np.ndarray, tta_flip: bool = True) -> dict[str, np.ndarray]:
-        """Outputs averaged over the image and its mirror (``tta_flip``), plus ``p_female`` with a gender head.
+        """Outputs averaged over the image and its mirror (``tta_flip``), plus ``p_female`` with a gender head,
+        plus ``age_low``/``age_high`` (the calibrated interval, :func:`age_interval`) when the model's
+        metadata holds a ``calibration`` record.
 
         The mirror is run in the same call as the image (one batch of 2B), as the training module's
         evaluation does; raw outputs (logits) are averaged, then the sigmoid is applied.
@@ -152,7 +183,16 @@ class Runner:
             out = self(x)
         if "gender_logit" in out:
             out["p_female"] = sigmoid(out["gender_logit"])
+        interval = age_interval(out, self.calibration, model_age_range(self.cfg, self.meta))
+        if interval is not None:
+            out["age_low"], out["age_high"] = interval
         return out
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The model's split-conformal calibration record (``agekit calibrate``), or None."""
+        rec = (getattr(self, "meta", None) or {}).get("calibration")
+        return rec if isinstance(rec, dict) else None
 
     def info(self) -> dict[str, Any]:
         """What a report says about the model: file, backend, name and the training run's own figures."""
@@ -160,6 +200,8 @@ class Runner:
                                "training_test_metrics": self.meta.get("test")}
         if self.meta.get("val_mae") is not None:
             out["val_mae"] = self.meta["val_mae"]
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
         if getattr(self, "source_path", None) is not None:
             out.update(path=str(self.source_path), exported_onnx=str(self.path))
         return out
