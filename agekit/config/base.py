@@ -128,7 +128,12 @@ def format_validation_error(e: ValidationError, prefix: str = "") -> str:
     err = e.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
     msg = "unknown config key" if err["type"] == "extra_forbidden" else None
-    line = f"{msg} '{where}'" if msg else f"config key '{where}': {err['msg']}"
+    if msg:
+        line = f"{msg} '{where}'"
+    elif not where:  # a whole-config check (model validator): its message names the keys itself
+        line = str(err["msg"]).removeprefix("Value error, ")
+    else:
+        line = f"config key '{where}': {err['msg']}"
     if len(e.errors()) > 1:
         line += f" (and {len(e.errors()) - 1} more)"
     return f"{prefix}{line}"

@@ -69,8 +69,12 @@ class DataSection(Strict):
 
 
 class LossSection(Strict):
-    age: Literal["l1", "mse", "adaptive", "weighted_mse"] = "l1"
-    sigma: float = Field(2.0, gt=0)  # adaptive loss
+    # dldl / mean_variance need a distribution head (model.kwargs.age_head), gaussian_nll the gaussian head
+    age: Literal["l1", "mse", "adaptive", "weighted_mse", "dldl", "mean_variance", "gaussian_nll"] = "l1"
+    sigma: float = Field(2.0, gt=0)  # adaptive loss; dldl: sigma of the Gaussian label distribution (years)
+    dldl_lambda: float = Field(1.0, ge=0)  # dldl: weight of the L1 between the expectation and the label
+    mv_lambda_mean: float = Field(0.2, ge=0)  # mean_variance: weight of the mean loss (Pan et al. 2018)
+    mv_lambda_var: float = Field(0.05, ge=0)  # mean_variance: weight of the variance loss
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # classification models (cross-entropy) only
     gender_weight: float = Field(0.2, ge=0)
     lds_kernel: Literal["gaussian", "triang", "laplace"] = "gaussian"
@@ -135,6 +139,18 @@ class TrainConfig(Strict):
         if isinstance(raw, dict) and isinstance(raw.get("data"), dict) and "crop_margin" in raw["data"]:
             raw = {**raw, "data": {k: v for k, v in raw["data"].items() if k != "crop_margin"}}
         return raw
+
+    @model_validator(mode="after")
+    def _loss_fits_head(self) -> TrainConfig:
+        """The age loss must be able to train the model's age head (agekit.models.heads.loss_head_error)."""
+        from ..models import get_model_cfg
+        from ..models.heads import loss_head_error
+
+        if get_model_cfg(self.model.name).task == "age":
+            err = loss_head_error(self.loss.age, str(self.model.kwargs.get("age_head", "regression")))
+            if err:
+                raise ValueError(err)
+        return self
 
 
 def load_config(path: str | Path | None, overrides: Iterable[str] | Mapping[str, Any] | None = None) -> TrainConfig:
