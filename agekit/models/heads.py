@@ -88,13 +88,12 @@ class AgeDistribution(nn.Module):
         if not max_age > min_age or min_age < 0:
             raise ValueError(f"a distribution head needs an age range 0 <= min < max, got [{min_age}, {max_age}]")
         k = num_age_bins((min_age, max_age))
-        ages = torch.arange(k, dtype=torch.float32)
-        valid = (ages >= min_age) & (ages <= max_age)
-        if int(valid.sum()) < 2:
+        valid = [min_age <= a <= max_age for a in range(k)]  # plain Python: the model may be built on "meta"
+        if sum(valid) < 2:
             raise ValueError(f"age range [{min_age}, {max_age}] holds fewer than 2 integer ages")
         self.num_bins = k
-        self.register_buffer("ages", ages, persistent=False)
-        self.register_buffer("offset", torch.where(valid, 0.0, -1e4), persistent=False)
+        self.register_buffer("ages", torch.arange(k, dtype=torch.float32), persistent=False)
+        self.register_buffer("offset", torch.tensor([0.0 if v else -1e4 for v in valid]), persistent=False)
 
     def forward(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         p = torch.softmax(logits.float() + self.offset, dim=-1)
