@@ -142,14 +142,13 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _loss_fits_head(self) -> TrainConfig:
-        """The age loss must be able to train the model's age head (agekit.models.heads.loss_head_error)."""
-        from ..models import get_model_cfg
+        """The age loss must be able to train the model's age head (agekit.models.heads.loss_head_error).
+        Models without an age head (classifiers) keep the defaults, which always pair."""
         from ..models.heads import loss_head_error
 
-        if get_model_cfg(self.model.name).task == "age":
-            err = loss_head_error(self.loss.age, str(self.model.kwargs.get("age_head", "regression")))
-            if err:
-                raise ValueError(err)
+        err = loss_head_error(self.loss.age, str(self.model.kwargs.get("age_head", "regression")))
+        if err:
+            raise ValueError(err)
         return self
 
 
