@@ -75,13 +75,17 @@ def export_cmd(
     row("age (years)", rep.max_age_diff, f"{rep.mean_age_diff:.2e}", tolerance)
     row("P(female)", rep.max_p_female_diff, "", prob_tolerance)
     row("class probability", rep.max_class_prob_diff, "", prob_tolerance)
+    row("age std (years)", rep.max_age_std_diff, "", tolerance)
+    row("age distribution", rep.max_age_dist_diff, "", prob_tolerance)
     console.print(t)
     if rep.top1_agreement == rep.top1_agreement:
         console.print(f"same top-1 class on {100 * rep.top1_agreement:.1f}% of {rep.n} inputs", highlight=False)
     if not rep.passed:
         worst = " / ".join(w for d, w in ((rep.max_age_diff, f"{rep.max_age_diff:.3g} years"),
                                           (rep.max_p_female_diff, f"{rep.max_p_female_diff:.3g} in P(female)"),
-                                          (rep.max_class_prob_diff, f"{rep.max_class_prob_diff:.3g} in class probability"))
+                                          (rep.max_class_prob_diff, f"{rep.max_class_prob_diff:.3g} in class probability"),
+                                          (rep.max_age_std_diff, f"{rep.max_age_std_diff:.3g} years of age std"),
+                                          (rep.max_age_dist_diff, f"{rep.max_age_dist_diff:.3g} in age probability"))
                        if d == d)  # the outputs this model has (NaN: absent)
         fail(f"parity check failed: the {fmt.name} file differs from PyTorch by up to {worst} "
              f"(tolerance {tolerance:g} / {prob_tolerance:g})", code=1)

@@ -131,8 +131,12 @@ class DataSection(Strict):
 
 
 class LossSection(Strict):
-    age: Literal["l1", "mse", "adaptive", "weighted_mse"] = "l1"
-    sigma: float = Field(2.0, gt=0)  # adaptive loss
+    # dldl / mean_variance need a distribution head (model.kwargs.age_head), gaussian_nll the gaussian head
+    age: Literal["l1", "mse", "adaptive", "weighted_mse", "dldl", "mean_variance", "gaussian_nll"] = "l1"
+    sigma: float = Field(2.0, gt=0)  # adaptive loss; dldl: sigma of the Gaussian label distribution (years)
+    dldl_lambda: float = Field(1.0, ge=0)  # dldl: weight of the L1 between the expectation and the label
+    mv_lambda_mean: float = Field(0.2, ge=0)  # mean_variance: weight of the mean loss (Pan et al. 2018)
+    mv_lambda_var: float = Field(0.05, ge=0)  # mean_variance: weight of the variance loss
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # classification models (cross-entropy) only
     gender_weight: float = Field(0.2, ge=0)
     lds_kernel: Literal["gaussian", "triang", "laplace"] = "gaussian"
@@ -203,6 +207,17 @@ class TrainConfig(Strict):
         if self.data.sources is not None and "ddp" in self.trainer.strategy.lower():
             raise ValueError("data.sources is not supported with DDP yet (the weighted sampler is not sharded "
                              "across ranks); train on one device or merge the sources into one manifest")
+        return self
+
+    @model_validator(mode="after")
+    def _loss_fits_head(self) -> TrainConfig:
+        """The age loss must be able to train the model's age head (agekit.models.heads.loss_head_error).
+        Models without an age head (classifiers) keep the defaults, which always pair."""
+        from ..models.heads import loss_head_error
+
+        err = loss_head_error(self.loss.age, str(self.model.kwargs.get("age_head", "regression")))
+        if err:
+            raise ValueError(err)
         return self
 
 

@@ -41,6 +41,8 @@ class ParityReport:
     age_tolerance: float = 0.1
     prob_tolerance: float = 0.01
     max_class_prob_diff: float = float("nan")  # classifiers: largest |softmax difference| (NaN for age models)
+    max_age_std_diff: float = float("nan")  # years (NaN without an age_std output)
+    max_age_dist_diff: float = float("nan")  # largest |probability difference| of age_dist (NaN without one)
     top1_agreement: float = float("nan")  # classifiers: share of inputs with the same predicted class
 
     @property
@@ -49,7 +51,9 @@ class ParityReport:
             return bool(np.isnan(diff) or diff <= tol)
 
         return (within(self.max_age_diff, self.age_tolerance) and within(self.max_p_female_diff, self.prob_tolerance)
-                and within(self.max_class_prob_diff, self.prob_tolerance))
+                and within(self.max_class_prob_diff, self.prob_tolerance)
+                and within(self.max_age_std_diff, self.age_tolerance)
+                and within(self.max_age_dist_diff, self.prob_tolerance))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -118,8 +122,17 @@ def _class_diffs(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
             "top1_agreement": float((ref.argmax(-1) == cand.argmax(-1)).mean())}
 
 
+def _age_std_diffs(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    return {"max_age_std_diff": float(np.abs(ref - cand).max())}
+
+
+def _age_dist_diffs(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    return {"max_age_dist_diff": float(np.abs(ref - cand).max())}
+
+
 # output name -> how two runners' values of it are compared (a task's ``compare`` picks its outputs)
-OUTPUT_COMPARISONS = {"age": _age_diffs, "gender_logit": _gender_diffs, "logits": _class_diffs}
+OUTPUT_COMPARISONS = {"age": _age_diffs, "gender_logit": _gender_diffs, "logits": _class_diffs,
+                      "age_std": _age_std_diffs, "age_dist": _age_dist_diffs}
 
 
 def compare_outputs(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], names=None) -> dict[str, float]:

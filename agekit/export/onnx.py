@@ -1,7 +1,9 @@
 """ONNX export of agekit models (the runner for the files is :class:`agekit.runtime.onnx.OnnxRunner`).
 
 The exported graph takes ``input`` (float32 NCHW, RGB, normalised with the model's mean/std, any
-batch size) and returns ``age`` (years) and ``gender_logit`` (> 0 means female). Everything needed
+batch size) and returns ``age`` (years) and ``gender_logit`` (> 0 means female); models with an age
+distribution head (``age_head``, :mod:`agekit.models.heads`) also return ``age_std`` (years, (B,)) and, for
+dldl/mean_variance, ``age_dist`` ((B, K) probabilities of the integer ages 0..K-1). Everything needed
 to feed it (input size, mean, std, age range, crop geometry) is written into the file's
 ``metadata_props``, so an ``.onnx`` file is usable without agekit's model registry.
 """
@@ -22,11 +24,14 @@ __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "DEFAULT_OPSET", "export_onnx", "onnx_m
            "cfg_from_metadata"]
 
 INPUT_NAME = "input"
-OUTPUT_NAMES = ("age", "gender_logit", "logits")  # logits: classifiers (research grids)
+# logits: classifiers (research grids); age_std / age_dist: age heads other than plain regression
+OUTPUT_NAMES = ("age", "gender_logit", "logits", "age_std", "age_dist")
 # per output: (metadata description, short form for the graph's doc string); keyed by output, not by task
-OUTPUT_DOCS = {"age": ("age: years (B,)", "age (years)"),
+OUTPUT_DOCS = {"age": ("age: years (B,), the mean of the age distribution for distribution heads", "age (years)"),
                "gender_logit": ("gender_logit: (B,), sigmoid = P(female)", "gender_logit (>0 female)"),
-               "logits": ("logits: (B, classes)", "class logits")}
+               "logits": ("logits: (B, classes)", "class logits"),
+               "age_std": ("age_std: years (B,), the model's own standard deviation of age", "age_std (years)"),
+               "age_dist": ("age_dist: (B, K), probabilities of the integer ages 0..K-1", "age_dist (P(age=k))")}
 DEFAULT_OPSET = 18  # the torch.export-based exporter's lowest native opset
 METADATA_VERSION = "1"
 

@@ -77,6 +77,7 @@ class ConvNeXtAttn(nn.Module):
         head_layers: int = 2,
         age_range: tuple[float, float] = (0.0, 100.0),
         gender: bool = True,
+        age_head: str = "regression",
     ) -> None:
         super().__init__()
         if mechanism not in MECHANISMS:
@@ -92,7 +93,7 @@ class ConvNeXtAttn(nn.Module):
             self.head: nn.Module = ClassifierHead(nf, num_classes, drop_rate)
         elif task == "age":
             self.head = AgeGenderHead(nf, hidden=head_hidden, num_layers=head_layers, dropout=drop_rate,
-                                      age_range=age_range, gender=gender)
+                                      age_range=age_range, gender=gender, age_head=age_head)
         else:
             raise ValueError(f"task must be 'classification' or 'age', got {task!r}")
 

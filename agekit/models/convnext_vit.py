@@ -74,6 +74,7 @@ class ConvNeXtViT(nn.Module):
         drop_path_rate: float = 0.0,
         age_range: tuple[float, float] = (0.0, 100.0),
         gender: bool = True,
+        age_head: str = "regression",
     ) -> None:
         super().__init__()
         if connector not in CONNECTORS:
@@ -96,7 +97,7 @@ class ConvNeXtViT(nn.Module):
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=dpr[i]) for i in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = AgeGenderHead(embed_dim, hidden=head_hidden, num_layers=head_layers, dropout=drop_rate,
-                                  age_range=age_range, gender=gender)
+                                  age_range=age_range, gender=gender, age_head=age_head)
         trunc_normal_(self.pos_embed, std=0.02)
         for m in (self.connector, self.blocks):
             m.apply(init_weights_vit_timm)  # timm's ViT init for the transformer part
@@ -140,11 +141,12 @@ class ConvNeXtAge(nn.Module):
         drop_path_rate: float = 0.0,
         age_range: tuple[float, float] = (0.0, 100.0),
         gender: bool = True,
+        age_head: str = "regression",
     ) -> None:
         super().__init__()
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
         self.head = AgeGenderHead(self.backbone.num_features, hidden=head_hidden, num_layers=head_layers,
-                                  dropout=drop_rate, age_range=age_range, gender=gender)
+                                  dropout=drop_rate, age_range=age_range, gender=gender, age_head=age_head)
 
     def early_modules(self, n_blocks: int) -> list[nn.Module]:
         return convnext_early_modules(self.backbone, n_blocks)

@@ -16,6 +16,9 @@ __all__ = ["MobileAgeNet"]
 class MobileAgeNet(nn.Module):
     """``backbone`` (pooled features) -> :class:`AgeGenderHead`.
 
+    ``age_head``: ``"regression"`` (default, the bundled model), ``"dldl"``, ``"mean_variance"`` or
+    ``"gaussian"`` (see :mod:`agekit.models.heads`).
+
     The backbone and head are separate attributes so that two-stage fine-tuning can freeze one.
     """
 
@@ -28,6 +31,7 @@ class MobileAgeNet(nn.Module):
         drop_rate: float = 0.1,
         drop_path_rate: float = 0.0,
         gender: bool = True,
+        age_head: str = "regression",
     ) -> None:
         super().__init__()
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
@@ -35,7 +39,7 @@ class MobileAgeNet(nn.Module):
         feat_dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.head = AgeGenderHead(
             feat_dim, hidden=head_hidden, num_layers=head_layers, dropout=drop_rate,
-            age_range=age_range, gender=gender,
+            age_range=age_range, gender=gender, age_head=age_head,
         )
 
     def early_modules(self, n_blocks: int) -> list[nn.Module]:

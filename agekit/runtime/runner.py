@@ -91,7 +91,8 @@ def decode_metadata(md: Mapping[str, str]) -> dict[str, Any]:
 
 
 def per_sample(out: Any, n: int) -> np.ndarray:
-    """(B,) for per-face outputs (age, gender_logit), (B, K) for vector outputs such as class logits."""
+    """(B,) for per-face outputs (age, gender_logit, age_std), (B, K) for vector outputs such as class logits
+    and age_dist."""
     out = np.asarray(out)
     return out.reshape(n) if out.size == n else out.reshape(n, -1)
 
@@ -163,7 +164,8 @@ class Runner:
     output_names: tuple[str, ...]
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw outputs per sample: age (B,), gender_logit (B,), logits (B, C), as the model has them."""
+        """Raw outputs per sample: age (B,), gender_logit (B,), age_std (B,), age_dist (B, K), logits (B, C),
+        as the model has them."""
         raise NotImplementedError
 
     def predict(self, x: np.ndarray, tta_flip: bool = True) -> dict[str, np.ndarray]:
@@ -173,6 +175,13 @@ class Runner:
 
         The mirror is run in the same call as the image (one batch of 2B), as the training module's
         evaluation does; raw outputs (logits) are averaged, then the sigmoid is applied.
+
+        Distribution heads: averaging ``age_dist`` averages probabilities, the right way to combine two
+        distributions (a mixture), and ``age`` (each one's mean) stays the mean of the averaged ``age_dist``.
+        ``age_std`` is the average of the two standard deviations, not the mixture's (which also counts the
+        spread between the two means); the two views of one face rarely disagree by more than a fraction of
+        their spread, and a calibration fitted on these same outputs (``Runner.predict``) absorbs the
+        difference.
         """
         x = _as_batch(x)
         n = len(x)

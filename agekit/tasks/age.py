@@ -11,13 +11,88 @@ from torchmetrics import MeanAbsoluteError, Metric
 from torchmetrics.classification import BinaryAccuracy
 
 from ..evaluation.metrics import CumulativeScore
+from ..models.heads import DISTRIBUTION_LOSSES, LOSS_HEADS, loss_head_error
 from ..models.registry import AgeModelCfg
 from .base import Task, register_task
 
 if TYPE_CHECKING:
     from ..config.train import TrainConfig
 
-__all__ = ["AgeTask", "age_loss", "adaptive_loss", "gender_loss"]
+__all__ = ["AgeTask", "DISTRIBUTION_LOSSES", "LOSS_HEADS", "age_loss", "adaptive_loss", "age_loss_from_outputs",
+           "dldl_loss", "gaussian_label_distribution", "gaussian_nll_age_loss", "gender_loss", "loss_head_error",
+           "mean_variance_loss"]
+
+
+def _weighted_mean(v: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is None:
+        return v.mean()
+    weight = weight.to(v.dtype)
+    return torch.sum(weight * v) / weight.sum().clamp_min(1e-8)
+
+
+def _log_probs(dist: torch.Tensor) -> torch.Tensor:
+    """log of the head's probabilities. The heads output probabilities (what ONNX exports and TTA averages),
+    not logits; the clamp only guards bins at exactly 0 (outside the age range, or underflow)."""
+    return torch.log(dist.float().clamp_min(1e-12))
+
+
+def gaussian_label_distribution(target: torch.Tensor, num_bins: int, sigma: float,
+                                support: torch.Tensor | None = None) -> torch.Tensor:
+    """DLDL label distribution: N(y, sigma^2) evaluated at the integer ages ``0..num_bins-1``, normalised
+    (over ``support``, the bins the head can predict, when given)."""
+    ages = torch.arange(num_bins, device=target.device, dtype=torch.float32)
+    q = torch.exp(-0.5 * ((ages - target.float().unsqueeze(-1)) / sigma) ** 2)
+    if support is not None:
+        q = q * support
+    return q / q.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+def dldl_loss(dist: torch.Tensor, age: torch.Tensor, target: torch.Tensor, sigma: float = 2.0,
+              lam: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """DLDL-v2 (Gao et al., IJCAI 2018): ``KL(q || p) + lam * |E_p[age] - y|``.
+
+    ``q`` is the Gaussian label distribution with ``sigma`` over all K bins (:func:`gaussian_label_distribution`),
+    ``p`` the predicted distribution and ``E_p[age]`` its mean (the head's ``age``). The paper uses sigma 2
+    and lambda 1. With an age range that starts above 0, the tail of ``q`` below it meets bins of probability 0:
+    a constant term (the clamp in the log stops its gradient), so the optimum is unchanged.
+    """
+    q = gaussian_label_distribution(target, dist.shape[-1], sigma)
+    kl = (q * (torch.log(q.clamp_min(1e-12)) - _log_probs(dist))).sum(-1)
+    return _weighted_mean(kl + lam * (age.float() - target.float()).abs(), weight)
+
+
+def mean_variance_loss(dist: torch.Tensor, target: torch.Tensor, lambda_mean: float = 0.2,
+                       lambda_var: float = 0.05, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean-variance loss (Pan et al., CVPR 2018): ``CE + lambda_mean * (m - y)^2 / 2 + lambda_var * v``.
+
+    ``m`` and ``v`` are the mean and variance of the predicted distribution over integer ages. The
+    cross-entropy's target is the label; a non-integer label is split between its two neighbouring ages
+    (linear interpolation), which is the one-hot of the paper for integer labels. The paper's weights are
+    lambda_mean 0.2 and lambda_var 0.05.
+    """
+    k = dist.shape[-1]
+    y = target.float().clamp(0, k - 1)
+    lo = y.floor().long().clamp(max=k - 1)
+    hi = (lo + 1).clamp(max=k - 1)
+    frac = y - lo.float()
+    logp = _log_probs(dist)
+    logp_lo, logp_hi = logp.gather(-1, lo.unsqueeze(-1)).squeeze(-1), logp.gather(-1, hi.unsqueeze(-1)).squeeze(-1)
+    ce = -((1 - frac) * logp_lo + frac * logp_hi)
+    ages = torch.arange(k, device=dist.device, dtype=torch.float32)
+    p = dist.float()
+    m = (p * ages).sum(-1)
+    v = (p * (ages - m.unsqueeze(-1)) ** 2).sum(-1)
+    return _weighted_mean(ce + lambda_mean * 0.5 * (m - target.float()) ** 2 + lambda_var * v, weight)
+
+
+def gaussian_nll_age_loss(age: torch.Tensor, age_std: torch.Tensor, target: torch.Tensor,
+                          weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Gaussian negative log-likelihood of the label under N(age, age_std^2)
+    (:func:`torch.nn.functional.gaussian_nll_loss`, with its constant term)."""
+    import torch.nn.functional as F
+
+    nll = F.gaussian_nll_loss(age.float(), target.float(), age_std.float() ** 2, full=True, reduction="none")
+    return _weighted_mean(nll, weight)
 
 
 def adaptive_loss(pred: torch.Tensor, target: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
@@ -43,7 +118,32 @@ def age_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, weight: torch.
         if weight is None:
             raise ValueError("weighted_mse needs LDS weights")
         return torch.sum(weight * (pred - target) ** 2) / weight.sum().clamp_min(1e-8)
+    if kind in DISTRIBUTION_LOSSES:
+        raise ValueError(f"age loss {kind!r} needs the model's outputs, not only age: use age_loss_from_outputs")
     raise ValueError(f"unknown age loss {kind!r}")
+
+
+def age_loss_from_outputs(kind: str, out: dict[str, torch.Tensor], target: torch.Tensor,
+                          weight: torch.Tensor | None = None, cfg: Any = None) -> torch.Tensor:
+    """The age loss ``kind`` of a model's outputs; ``cfg`` is the config's ``loss`` section (sigma, lambdas).
+
+    Point losses score ``out["age"]``; ``dldl``/``mean_variance`` need ``age_dist`` (a distribution head),
+    ``gaussian_nll`` needs ``age_std`` (the Gaussian head).
+    """
+    sigma = getattr(cfg, "sigma", 2.0)
+    if kind not in DISTRIBUTION_LOSSES:
+        return age_loss(kind, out["age"], target, weight, sigma)
+    need = "age_dist" if kind in ("dldl", "mean_variance") else "age_std"
+    if need not in out:
+        heads = ", ".join(LOSS_HEADS[kind])
+        raise ValueError(f"loss.age={kind} needs the {need} output of an age_head in ({heads}); "
+                         f"the model gives {', '.join(out)}")
+    if kind == "dldl":
+        return dldl_loss(out["age_dist"], out["age"], target, sigma, getattr(cfg, "dldl_lambda", 1.0), weight)
+    if kind == "mean_variance":
+        return mean_variance_loss(out["age_dist"], target, getattr(cfg, "mv_lambda_mean", 0.2),
+                                  getattr(cfg, "mv_lambda_var", 0.05), weight)
+    return gaussian_nll_age_loss(out["age"], out["age_std"], target, weight)
 
 
 def gender_loss(logit: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
@@ -60,7 +160,7 @@ def gender_loss(logit: torch.Tensor, gender: torch.Tensor) -> torch.Tensor:
 class AgeTask(Task):
     """Batches: (uint8 crops, age, gender (-1 unknown), sample weight)."""
 
-    output_names = ("age", "gender_logit")
+    output_names = ("age", "gender_logit", "age_std", "age_dist")
     monitor = ("val/mae", "min")
     report_metric = "test/mae"
     report_label = "MAE (years)"
@@ -74,7 +174,7 @@ class AgeTask(Task):
     def loss(self, out: dict[str, torch.Tensor], batch: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.Tensor:
         _, age, gender, weight = batch
         l = cfg.loss
-        loss = age_loss(l.age, out["age"], age, weight, l.sigma)
+        loss = age_loss_from_outputs(l.age, out, age, weight, l)
         if "gender_logit" in out and l.gender_weight > 0:
             loss = loss + l.gender_weight * gender_loss(out["gender_logit"], gender)
         return loss
