@@ -131,11 +131,12 @@ def _colour(x: torch.Tensor, d: _Draws, rows: list[int], r: OldPhotoRecipe) -> t
     # sepia: the classic matrix blended in, then contrast shrunk towards the image's mean level
     a_sep = eye + v("sep", r.sepia_strength) * (_SEPIA - eye)
     sc = v("sepcon", r.sepia_contrast)
-    means = sel.mean(dim=(2, 3)).cpu()  # (n,3); the mean level of A x is mean(A x_mean)
-    b_sep = ((1 - sc).view(n, 1) * torch.einsum("nij,nj->ni", a_sep, means).mean(1, keepdim=True)).expand(n, 3)
+    means = sel.mean(dim=(2, 3))  # (n,3) on the device; the mean level of A x is mean(A x_mean)
+    b_sep = (1 - sc).view(n, 1).to(dev) * torch.einsum("nij,nj->ni", a_sep.to(dev), means).mean(1, keepdim=True)
     a_sep = sc * a_sep
     a = torch.where(mode == 0, grey, torch.where(mode == 1, a_fade, a_sep)).to(dev)
-    b = torch.where(mode.view(n, 1) == 0, torch.zeros(n, 3), torch.where(mode.view(n, 1) == 1, b_fade, b_sep)).to(dev)
+    m2 = mode.view(n, 1).to(dev)
+    b = torch.where(m2 == 0, 0.0, torch.where(m2 == 1, b_fade.to(dev), b_sep.expand(n, 3)))
     h, w = sel.shape[-2:]
     y = torch.baddbmm(b.unsqueeze(2), a, sel.view(n, 3, h * w)).view(n, 3, h, w)
     return _put(x, idx, y)
