@@ -207,7 +207,9 @@ def test_eval_cli_degrade_prints_both_maes(random_model_file: Path, synthetic_ma
     r = json.loads((out / "results.json").read_text())
     dg = r["degrade"]
     pred = pd.read_csv(out / "predictions.csv")
-    assert "pred_degraded" in pred.columns and len(pred) == 12
+    assert {"pred_degraded", "p_female_degraded"} <= set(pred.columns) and len(pred) == 12
+    assert dg["degraded"]["gender_acc"]["value"] == pytest.approx(
+        ((pred["p_female_degraded"] > 0.5) == (pred["gender"] == 1)).mean())
     assert dg["clean"]["mae"]["value"] == pytest.approx(np.abs(pred["pred"] - pred["age"]).mean())
     assert dg["degraded"]["mae"]["value"] == pytest.approx(np.abs(pred["pred_degraded"] - pred["age"]).mean())
     assert r["metrics"]["mae"]["value"] == pytest.approx(dg["clean"]["mae"]["value"])  # main table stays clean

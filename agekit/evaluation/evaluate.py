@@ -147,9 +147,13 @@ def degrade_summary(pred: pd.DataFrame, recipe: str, seed: int, cs_k: float = 5,
                     boot_seed: int = 0) -> dict[str, Any]:
     """Clean vs degraded: MAE (95% CIs, via :func:`summarize`), bias for ages 0-12, and the bar.
 
-    ``pred`` holds ``pred`` (clean) and ``pred_degraded`` for the same rows.
+    ``pred`` holds ``pred`` (clean) and ``pred_degraded`` for the same rows (and ``p_female_degraded``,
+    for the degraded gender accuracy).
     """
-    deg = summarize(pred.assign(pred=pred["pred_degraded"]), cs_k, n_boot, boot_seed)
+    deg_cols = {"pred": pred["pred_degraded"]}
+    if "p_female_degraded" in pred.columns:
+        deg_cols["p_female"] = pred["p_female_degraded"]
+    deg = summarize(pred.assign(**deg_cols), cs_k, n_boot, boot_seed)
     clean_mae = float(np.abs(pred["pred"] - pred["age"]).mean())
     mae_ci = estimate(np.abs(pred["pred"] - pred["age"]).to_numpy(dtype=np.float64), n_boot=n_boot,
                       seed=boot_seed).to_dict()
@@ -223,8 +227,8 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
     pred["gender"] = pred["gender"].astype("Int64")
     deg_seconds = None
     if degrade is not None:
-        pred["pred_degraded"], _, deg_seconds = predict_split(runner, crops, index, batch_size, tta_flip, degrade,
-                                                              degrade_seed)
+        pred["pred_degraded"], pred["p_female_degraded"], deg_seconds = predict_split(
+            runner, crops, index, batch_size, tta_flip, degrade, degrade_seed)
     from .. import __version__
 
     results = {
