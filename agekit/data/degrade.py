@@ -10,8 +10,8 @@ Used two ways (the recipe is written down in docs/degradation.md):
 Written by hand on purpose, like :mod:`agekit.data.batch_augment`: on a (64,3,128,128) batch, 1 thread,
 kornia 0.9 (PyPI) measured RandomJPEG 324 ms (a differentiable DCT in float), RandomGaussianBlur 54 ms,
 RandomGaussianNoise 38 ms and ColorJiggle 186 ms of CPU time (all images, p=1) -- ~0.6 s against
-~40 ms for this module at p=0.5 (~80 ms at p=1) under the same load -- and it has no sepia/fade or
-per-sample down-up scale. So kornia is not a dependency. Here: per-sample blur is one grouped separable
+36 ms for this module at p=0.5 (71 ms at p=1; benchmarks/degrade_speed.py) -- and it has no
+sepia/fade or per-sample down-up scale. So kornia is not a dependency. Here: per-sample blur is one grouped separable
 conv over the chosen images with one Gaussian kernel each; down-up scale groups the chosen images by
 target size (multiples of 4 px); JPEG is OpenCV's codec per image (~0.2 ms at 128 px).
 
