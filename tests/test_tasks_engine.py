@@ -32,6 +32,11 @@ def test_normalize_and_batch_augment_make_every_tensor_on_the_batch_device():
     assert y.device.type == "meta" and y.dtype == torch.float32 and y.shape == x.shape
     z = BatchAugment(grayscale_p=0.5)(x)
     assert z.device.type == "meta" and z.dtype == torch.uint8 and z.shape == x.shape
+    from agekit.data.degrade import OldPhotoDegrade  # the old-photo degradation (issue 8), every op drawn
+
+    torch.manual_seed(0)
+    w = OldPhotoDegrade(1.0)(x)
+    assert w.device.type == "meta" and w.dtype == torch.uint8 and w.shape == x.shape
 
 
 def test_batch_augment_still_varies_per_image_on_cpu():

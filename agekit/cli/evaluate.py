@@ -29,6 +29,9 @@ def eval_cmd(
     n_boot: int = typer.Option(1000, min=10, help="bootstrap resamples for the 95% CIs"),
     seed: int = typer.Option(0, help="bootstrap / subset seed"),
     limit: Optional[int] = typer.Option(None, min=1, help="score a random subset of this many images (quick look)"),
+    degrade: Optional[str] = typer.Option(None, "--degrade", help="also score the same crops degraded by this recipe "
+                                          "(old-photo; docs/degradation.md): clean vs degraded MAE, 0-12 bias"),
+    degrade_seed: int = typer.Option(0, "--degrade-seed", help="seed of the deterministic degradation"),
 ) -> None:
     """Evaluate MODEL: MAE, CS@k, gender accuracy with 95% bootstrap CIs; per age bin, gender, race.
 
@@ -47,25 +50,38 @@ def eval_cmd(
     model = model if model is not None else bundled_model_path()
     if not model.is_file():
         fail(f"model file not found: {model}")
-    out = out or Path("runs/eval") / f"{model.stem}-{Path(data).stem}-{split}"
+    out = out or Path("runs/eval") / (f"{model.stem}-{Path(data).stem}-{split}" + (f"-{degrade}" if degrade else ""))
     task = _task(model, data)
     if task.datasets:  # a task with its own array datasets (classification): one summary line
+        if degrade:
+            fail("--degrade is for age models (face crops)")
         return _eval_arrays(task, model, data, root, split, out, limit, batch_size, n_boot, seed)
     try:
         with console.status(f"evaluating {model.name} on {data}/{split} ..."):
             res = evaluate(model, data, split, root, cs_k=cs_k, batch_size=batch_size, tta_flip=tta, backend=backend,
-                           threads=threads, cache_dir=cache_dir, n_boot=n_boot, seed=seed, limit=limit)
+                           threads=threads, cache_dir=cache_dir, n_boot=n_boot, seed=seed, limit=limit,
+                           degrade=degrade, degrade_seed=degrade_seed)
     except (FileNotFoundError, ValueError, KeyError, ManifestError, WeightsError) as e:
         fail(str(e).strip("'\""))
     files = write_report(res, out)
     for t in results_table(res.results):
         console.print(t)
     console.print(fairness_line(res.results.get("fairness", {})), highlight=False)
+    dg = res.results.get("degrade")
+    if dg:
+        console.print(f"clean MAE {dg['clean']['mae']['value']:.2f} -> degraded ({dg['recipe']}) MAE "
+                      f"{dg['degraded']['mae']['value']:.2f}; {_deg_line(dg)}", highlight=False)
     line = training_test_line(model, data, split)
     if line:
         console.print(line, highlight=False)
     console.print(f"report: {files['report']}  results: {files['results']}  predictions: {files['predictions']}",
                   highlight=False)
+
+
+def _deg_line(dg: dict) -> str:
+    from ..evaluation.report import degrade_verdict
+
+    return degrade_verdict(dg)
 
 
 def training_test_line(model: Path, data: str, split: str) -> str | None:

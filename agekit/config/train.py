@@ -92,6 +92,8 @@ class DataSection(Strict):
     batch_size: int = Field(64, ge=1)
     num_workers: int = Field(0, ge=0)
     augment: Literal["default", "none"] = "default"
+    # share of training images given the old-photo degradation (agekit.data.degrade; docs/degradation.md)
+    degrade_p: float = Field(0.0, ge=0, le=1)
     # auto: rows with 5-point landmarks are aligned, rows without landmarks or box are chips (agekit.data.crops)
     crop: Literal["auto", "chip", "align"] = "auto"
     limit_train: int | None = Field(None, ge=1)  # subsample (tests, quick runs)

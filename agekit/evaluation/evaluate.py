@@ -29,8 +29,8 @@ from ..runtime.runner import reported_gender
 from .metrics import AGE_BIN_EDGES, age_bin_labels, estimate
 
 __all__ = ["EvalResult", "default_root", "load_eval_table", "predict_split", "predict_outputs", "scored_split",
-           "ScoredSplit", "summarize", "fairness", "interval_summary", "crop_blur", "evaluate", "GENDER_NAMES",
-           "FAIRNESS_GOAL", "FAIRNESS_GROUPINGS", "FAIRNESS_MIN_N"]
+           "ScoredSplit", "summarize", "fairness", "interval_summary", "crop_blur", "degrade_summary", "evaluate",
+           "GENDER_NAMES", "FAIRNESS_GOAL", "FAIRNESS_GROUPINGS", "FAIRNESS_MIN_N"]
 
 GENDER_NAMES = {0: "male", 1: "female"}
 # Fairness (issue 8, section 7): per-group MAE for these groupings; the goal is worst group MAE <= 1.3x overall.
@@ -65,16 +65,26 @@ def load_eval_table(data: str | Path, root: str | Path | None = None) -> tuple[p
 
 
 def predict_outputs(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
-                    tta_flip: bool = True) -> tuple[dict[str, np.ndarray], float]:
+                    tta_flip: bool = True, degrade: str | None = None,
+                    degrade_seed: int = 0) -> tuple[dict[str, np.ndarray], float]:
     """(every per-face output of :meth:`Runner.predict` for ``crops[index]``, seconds): age, p_female,
-    age_std, age_low/age_high ... as the model has them (vector outputs such as ``age_dist`` are dropped)."""
+    age_std, age_low/age_high ... as the model has them (vector outputs such as ``age_dist`` are dropped).
+
+    ``degrade``: a recipe of :data:`agekit.data.degrade.DEGRADATIONS` applied to each crop before the
+    runner, seeded by ``(degrade_seed, row index)`` so every run degrades an image the same way.
+    """
     import torch
+
+    from ..data.degrade import degrade_indexed
 
     parts: dict[str, list[np.ndarray]] = {}
     t0 = time.perf_counter()
     for start in range(0, len(index), batch_size):
         idx = index[start:start + batch_size]
-        x = normalize(torch.from_numpy(np.asarray(crops[idx])).permute(0, 3, 1, 2), runner.cfg).numpy()
+        x = torch.from_numpy(np.asarray(crops[idx])).permute(0, 3, 1, 2)
+        if degrade is not None:
+            x = degrade_indexed(x.contiguous(), idx, degrade_seed, degrade)
+        x = normalize(x, runner.cfg).numpy()
         out = runner.predict(x, tta_flip=tta_flip)
         for k, v in out.items():
             v = np.asarray(v)
@@ -85,9 +95,10 @@ def predict_outputs(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_
 
 
 def predict_split(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
-                  tta_flip: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+                  tta_flip: bool = True, degrade: str | None = None,
+                  degrade_seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     """(age, P(female) or NaN, seconds) for ``crops[index]`` through :meth:`Runner.predict`."""
-    out, seconds = predict_outputs(runner, crops, index, batch_size, tta_flip)
+    out, seconds = predict_outputs(runner, crops, index, batch_size, tta_flip, degrade, degrade_seed)
     if "age" not in out:
         return np.zeros(0), np.zeros(0), seconds
     return out["age"], out.get("p_female", np.full(len(out["age"]), np.nan)), seconds
@@ -289,6 +300,47 @@ def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int
     return out
 
 
+CHILD_AGES = (0, 12)  # the degradation bar's age range (inclusive)
+DEGRADE_BAR = {"mae_ratio_max": 1.2, "child_bias_abs_max": 2.0}
+
+
+def _child_bias(pred: pd.DataFrame, col: str, n_boot: int, seed: int) -> dict[str, Any] | None:
+    kids = pred[(pred["age"] >= CHILD_AGES[0]) & (pred["age"] <= CHILD_AGES[1])]
+    if len(kids) == 0:
+        return None
+    return estimate((kids[col] - kids["age"]).to_numpy(dtype=np.float64), n_boot=n_boot, seed=seed).to_dict()
+
+
+def degrade_summary(pred: pd.DataFrame, recipe: str, seed: int, cs_k: float = 5, n_boot: int = 1000,
+                    boot_seed: int = 0) -> dict[str, Any]:
+    """Clean vs degraded: MAE (95% CIs, via :func:`summarize`), bias for ages 0-12, and the bar.
+
+    ``pred`` holds ``pred`` (clean) and ``pred_degraded`` for the same rows (and ``p_female_degraded``,
+    for the degraded gender accuracy).
+    """
+    deg_cols = {"pred": pred["pred_degraded"]}
+    if "p_female_degraded" in pred.columns:
+        deg_cols["p_female"] = pred["p_female_degraded"]
+    deg = summarize(pred.assign(**deg_cols), cs_k, n_boot, boot_seed)
+    clean_mae = float(np.abs(pred["pred"] - pred["age"]).mean())
+    mae_ci = estimate(np.abs(pred["pred"] - pred["age"]).to_numpy(dtype=np.float64), n_boot=n_boot,
+                      seed=boot_seed).to_dict()
+    kid_clean, kid_deg = _child_bias(pred, "pred", n_boot, boot_seed), _child_bias(pred, "pred_degraded", n_boot,
+                                                                                    boot_seed)
+    ratio = deg["metrics"]["mae"]["value"] / clean_mae if clean_mae > 0 else float("nan")
+    passes = {"mae_ratio": bool(ratio <= DEGRADE_BAR["mae_ratio_max"]),
+              "child_bias": None if kid_deg is None else bool(abs(kid_deg["value"]) <= DEGRADE_BAR["child_bias_abs_max"])}
+    return {
+        "recipe": recipe, "seed": seed, "doc": "docs/degradation.md",
+        "clean": {"mae": mae_ci, "bias_0_12": kid_clean},
+        "degraded": {"mae": deg["metrics"]["mae"], "cs": deg["metrics"]["cs"], "bias": deg["metrics"]["bias"],
+                     "gender_acc": deg["metrics"]["gender_acc"], "bias_0_12": kid_deg,
+                     "by_age_bin": deg["by_age_bin"]},
+        "mae_ratio": ratio, "bar": DEGRADE_BAR, "passes": passes,
+        "passes_all": bool(passes["mae_ratio"] and passes["child_bias"] is not False),
+    }
+
+
 @dataclass
 class EvalResult:
     """``predictions``: one row per scored image; ``results``: everything that goes into results.json."""
@@ -300,14 +352,23 @@ class EvalResult:
 def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test", root: str | Path | None = None,
              cs_k: float = 5, batch_size: int = 128, tta_flip: bool = True, backend: str | None = None,
              threads: int | None = None, cache_dir: str | Path = "cache", n_boot: int = 1000, seed: int = 0,
-             limit: int | None = None, work_dir: str | Path | None = None, crop: str = "auto") -> EvalResult:
+             limit: int | None = None, work_dir: str | Path | None = None, crop: str = "auto",
+             degrade: str | None = None, degrade_seed: int = 0) -> EvalResult:
     """Run ``model`` (.safetensors or .onnx) on ``split`` of ``data`` and score it.
 
     ``limit`` keeps a seeded random subset of the split (quick looks; not for reported numbers).
     ``work_dir``: where ``backend="onnx"`` on a ``.safetensors`` model caches its export (default:
     the user cache).
     ``crop``: the :class:`CropSpec` mode (``auto``: align rows with landmarks, chips as they are).
+    ``degrade``: also score the same crops degraded by this recipe (``old-photo``, docs/degradation.md),
+    image ``i`` seeded by ``(degrade_seed, i)``; adds ``pred_degraded`` to the predictions and a
+    ``degrade`` section (clean vs degraded MAE, 0-12 bias, the bar) to the results.
     """
+    if degrade is not None:
+        from ..data.degrade import DEGRADATIONS
+
+        if degrade not in DEGRADATIONS:
+            raise ValueError(f"unknown degradation {degrade!r}; known: {', '.join(DEGRADATIONS)}")
     runner = load_runner(model, backend, threads=threads, cache_dir=work_dir)
     model_info = runner.info()
     ss = scored_split(runner, data, split, root, cache_dir, crop, limit, seed)
@@ -332,6 +393,14 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
         if np.isfinite(iod).any():
             pred["inter_ocular"] = iod
     pred["gender"] = pred["gender"].astype("Int64")
+    deg_seconds = None
+    if degrade is not None:
+        douts, deg_seconds = predict_outputs(runner, ss.crops, index, batch_size, tta_flip, degrade, degrade_seed)
+        pred["pred_degraded"] = douts["age"]
+        pred["p_female_degraded"] = douts.get("p_female", np.full(len(index), np.nan))
+        for key in ("age_low", "age_high"):
+            if key in douts:
+                pred[f"{key}_degraded"] = douts[key]
     from .. import __version__
 
     results = {
@@ -347,6 +416,13 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
         "timing": {"seconds": seconds, "images_per_s": len(index) * (2 if tta_flip else 1) / max(seconds, 1e-9),
                    "note": "forward passes per second (TTA doubles them)"},
     }
+    if degrade is not None:
+        results["degrade"] = {**degrade_summary(pred, degrade, degrade_seed, cs_k, n_boot, seed),
+                              "seconds": deg_seconds}
+        if "age_low_degraded" in pred.columns:  # does the calibrated interval still cover degraded faces?
+            dp = pred.assign(pred=pred["pred_degraded"], age_low=pred["age_low_degraded"],
+                             age_high=pred["age_high_degraded"]).drop(columns=["blur", "inter_ocular"], errors="ignore")
+            results["degrade"]["interval"] = interval_summary(dp, n_boot, seed)
     if errors:
         results["data"]["unreadable_examples"] = errors[:5]
     return EvalResult(pred, results)

@@ -10,7 +10,8 @@ from rich.table import Table
 from .evaluate import EvalResult
 from .plots import plot_mae_by_group, plot_scatter
 
-__all__ = ["write_report", "results_table", "markdown_report", "fairness_line", "fairness_lines"]
+__all__ = ["write_report", "results_table", "markdown_report", "fairness_line", "fairness_lines", "degrade_lines",
+           "degrade_verdict"]
 
 
 def _ci(e: dict[str, Any] | None, pct: bool = False, digits: int = 2) -> tuple[str, str]:
@@ -86,6 +87,8 @@ def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
         lines += ["", "## Fairness", "", *fairness_lines(r["fairness"])]
     if r.get("interval"):
         lines += ["", *_interval_lines(r["interval"], m.get("calibration") or {})]
+    if r.get("degrade"):
+        lines += ["", *degrade_lines(r["degrade"])]
     lines += ["", "## Plots", ""]
     for name in ("scatter", "mae_by_age"):
         if name in files:
@@ -112,6 +115,42 @@ def fairness_lines(f: dict[str, Any]) -> list[str]:
                      f"{g['ratio']:.2f}x overall ({'met' if g['met'] else 'NOT met'})")
     lines.append(f"- groups: gender, race (UTKFace), source dataset; groups under {f.get('min_n')} images are "
                  "not ranked. Age bins are reported above but are not a fairness group (error grows with age).")
+    return lines
+
+
+def _deg_rows(dg: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(metric, clean, clean CI, degraded, degraded CI) rows of the degradation benchmark."""
+    rows = []
+    for label, key in (("MAE (years)", "mae"), ("bias, ages 0-12 (years)", "bias_0_12")):
+        c, cci = _ci(dg["clean"][key])
+        v, vci = _ci(dg["degraded"][key])
+        rows.append((label, c, cci, v, vci))
+    return rows
+
+
+def degrade_verdict(dg: dict[str, Any]) -> str:
+    bar, ok = dg["bar"], dg["passes"]
+    kid = dg["degraded"]["bias_0_12"]
+    kid_txt = "no ages 0-12 in the data" if kid is None else (
+        f"degraded 0-12 bias {kid['value']:+.2f} (bar within +-{bar['child_bias_abs_max']:g}): "
+        f"{'pass' if ok['child_bias'] else 'FAIL'}")
+    return (f"degraded/clean MAE {dg['mae_ratio']:.2f}x (bar <= {bar['mae_ratio_max']:g}x): "
+            f"{'pass' if ok['mae_ratio'] else 'FAIL'}; {kid_txt}")
+
+
+def degrade_lines(dg: dict[str, Any]) -> list[str]:
+    lines = [f"## Degraded benchmark: `{dg['recipe']}` (seed {dg['seed']}, recipe in {dg['doc']})", "",
+             "Same crops, each degraded deterministically (seeded by its index) before the runner.", "",
+             "| metric | clean | 95% CI | degraded | 95% CI |", "|---|---:|---|---:|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in _deg_rows(dg)]
+    lines += ["", f"**{degrade_verdict(dg)}**"]
+    if dg.get("interval"):
+        cv, cci = _ci(dg["interval"]["coverage"], pct=True)
+        w, _ = _ci(dg["interval"]["mean_width"])
+        lines += ["", f"Calibrated interval on the degraded faces: coverage {cv} {cci}, mean width {w} years."]
+    if dg["degraded"].get("by_age_bin"):
+        lines += ["", "Degraded, by true age:", "", *_group_lines(dg["degraded"]["by_age_bin"],
+                                                                   dg["degraded"]["cs"]["k"])]
     return lines
 
 
@@ -158,5 +197,12 @@ def results_table(r: dict[str, Any]) -> list[Table]:
         for key in ("by_age_bin", "by_blur", "by_face_size"):
             for g in iv.get(key) or []:
                 t.add_row(g["group"], str(g["n"]), f"{100 * g['coverage']:.1f}%", f"{g['mean_width']:.2f}")
+        tables.append(t)
+    if r.get("degrade"):
+        dg = r["degrade"]
+        t = Table("metric", "clean", "95% CI", "degraded", "95% CI",
+                  title=f"degraded benchmark: {dg['recipe']} (seed {dg['seed']})", caption=degrade_verdict(dg))
+        for row in _deg_rows(dg):
+            t.add_row(*row)
         tables.append(t)
     return tables

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..data.batch_augment import BatchAugment
+from ..data.degrade import OldPhotoDegrade
 from ..data.transforms import normalize
 from ..models import get_model_cfg
 from ..config.train import TrainConfig
@@ -34,6 +35,9 @@ class TaskModule(L.LightningModule):
         for mod in self.early:
             mod.requires_grad_(False)
         self.augment = BatchAugment() if self.task.batch_augment and self.cfg.data.augment == "default" else None
+        # the old-photo degradation for a share data.degrade_p of training images (after the augmentation)
+        self.degrade = (OldPhotoDegrade(self.cfg.data.degrade_p)
+                        if self.task.batch_augment and self.cfg.data.degrade_p > 0 else None)
         self.stage_metrics = nn.ModuleDict({
             stage: nn.ModuleDict(self.task.metrics(self.cfg, self.model_cfg)) for stage in ("val", "test")})
 
@@ -64,10 +68,21 @@ class TaskModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augment whole training batches at once, on the batch's device (see agekit.data.batch_augment)."""
-        if self.augment is not None and self.trainer is not None and self.trainer.training:
-            x, *rest = batch
-            batch = (self.augment(x), *rest)
+        if self.trainer is not None and self.trainer.training:
+            return self.augment_batch(batch)
         return batch
+
+    def augment_batch(self, batch):
+        """The training batch transform: BatchAugment (data.augment), then the old-photo degradation
+        for a share data.degrade_p of the images."""
+        if self.augment is None and self.degrade is None:
+            return batch
+        x, *rest = batch
+        if self.augment is not None:
+            x = self.augment(x)
+        if self.degrade is not None:
+            x = self.degrade(x)
+        return (x, *rest)
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
