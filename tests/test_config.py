@@ -116,12 +116,13 @@ def test_dataset_root_order(monkeypatch, tmp_path):
 def test_every_root_consumer_honours_the_env_var(monkeypatch, tmp_path):
     """Evaluation, training data, the classification loaders and export parity all resolve roots the same way."""
     from agekit.data.classification import load_classification
-    from agekit.evaluation.evaluate import default_root, load_eval_table
+    from agekit.config.roots import dataset_root
+    from agekit.evaluation.evaluate import load_eval_table
 
     monkeypatch.setenv("AGEKIT_UTKFACE_ROOT", str(tmp_path / "no_utk"))
     monkeypatch.setenv("AGEKIT_FASHION_MNIST_ROOT", str(tmp_path / "no_fm"))
     monkeypatch.setenv("AGEKIT_CIFAR100_ROOT", str(tmp_path / "no_cifar"))
-    assert default_root("utkface") == str(tmp_path / "no_utk")
+    assert dataset_root("utkface") == str(tmp_path / "no_utk")
     with pytest.raises(FileNotFoundError, match="no_utk"):
         load_eval_table("utkface")
     with pytest.raises(FileNotFoundError, match="no_fm"):

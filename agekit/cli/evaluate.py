@@ -39,7 +39,7 @@ def eval_cmd(
     """
     from ..data.manifest import ManifestError
     from ..evaluation.evaluate import evaluate
-    from ..evaluation.report import fairness_line, results_table, write_report
+    from ..evaluation.report import degrade_verdict, fairness_line, results_table, write_report
     from ..export.formats import runner_formats
     from ..models.weights import WeightsError
     from ..runtime import bundled_model_path
@@ -70,18 +70,12 @@ def eval_cmd(
     dg = res.results.get("degrade")
     if dg:
         console.print(f"clean MAE {dg['clean']['mae']['value']:.2f} -> degraded ({dg['recipe']}) MAE "
-                      f"{dg['degraded']['mae']['value']:.2f}; {_deg_line(dg)}", highlight=False)
+                      f"{dg['degraded']['mae']['value']:.2f}; {degrade_verdict(dg)}", highlight=False)
     line = training_test_line(model, data, split)
     if line:
         console.print(line, highlight=False)
     console.print(f"report: {files['report']}  results: {files['results']}  predictions: {files['predictions']}",
                   highlight=False)
-
-
-def _deg_line(dg: dict) -> str:
-    from ..evaluation.report import degrade_verdict
-
-    return degrade_verdict(dg)
 
 
 def training_test_line(model: Path, data: str, split: str) -> str | None:

@@ -26,9 +26,9 @@ from ..data.manifest import read_manifest
 from ..data.transforms import normalize
 from ..runtime import Runner, load_runner
 from ..runtime.runner import reported_gender
-from .metrics import AGE_BIN_EDGES, age_bin_labels, estimate
+from .metrics import age_bin_labels, age_bin_names, estimate
 
-__all__ = ["EvalResult", "default_root", "load_eval_table", "predict_split", "predict_outputs", "scored_split",
+__all__ = ["EvalResult", "load_eval_table", "predict_outputs", "scored_split",
            "ScoredSplit", "summarize", "fairness", "interval_summary", "crop_blur", "degrade_summary", "evaluate",
            "GENDER_NAMES", "FAIRNESS_GOAL", "FAIRNESS_GROUPINGS", "FAIRNESS_MIN_N"]
 
@@ -39,11 +39,6 @@ GENDER_NAMES = {0: "male", 1: "female"}
 FAIRNESS_GOAL = 1.3
 FAIRNESS_GROUPINGS = {"gender": "by_gender", "race": "by_race", "source": "by_source"}
 FAIRNESS_MIN_N = 30  # smaller groups are listed in the tables but not ranked: their MAE is mostly noise
-
-
-def default_root(dataset: str) -> str | None:
-    """Where a named dataset lives by default: :func:`agekit.config.roots.dataset_root` (env, then ../shared/data)."""
-    return dataset_root(dataset)
 
 
 def load_eval_table(data: str | Path, root: str | Path | None = None) -> tuple[pd.DataFrame, str]:
@@ -92,16 +87,6 @@ def predict_outputs(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_
                 parts.setdefault(k, []).append(v)
     seconds = time.perf_counter() - t0
     return {k: np.concatenate(v).astype(np.float64) for k, v in parts.items()}, seconds
-
-
-def predict_split(runner: Runner, crops: np.ndarray, index: np.ndarray, batch_size: int = 128,
-                  tta_flip: bool = True, degrade: str | None = None,
-                  degrade_seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    """(age, P(female) or NaN, seconds) for ``crops[index]`` through :meth:`Runner.predict`."""
-    out, seconds = predict_outputs(runner, crops, index, batch_size, tta_flip, degrade, degrade_seed)
-    if "age" not in out:
-        return np.zeros(0), np.zeros(0), seconds
-    return out["age"], out.get("p_female", np.full(len(out["age"]), np.nan)), seconds
 
 
 @dataclass
@@ -214,12 +199,11 @@ def interval_summary(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> d
     inside = ((lo <= y) & (y <= hi)).astype(np.float64)
     width = hi - lo
     p = pred.assign(_inside=inside, _width=width)
-    bins = [f"{a}-{b - 1}" for a, b in zip(AGE_BIN_EDGES[:-1], AGE_BIN_EDGES[1:])] + [f"{AGE_BIN_EDGES[-1]}+"]
     out: dict[str, Any] = {
         "coverage": estimate(inside, n_boot=n_boot, seed=seed).to_dict(),
         "mean_width": estimate(width, n_boot=n_boot, seed=seed).to_dict(),
         "median_width": float(np.median(width)) if len(width) else float("nan"),
-        "by_age_bin": _interval_rows(p, pd.Series(age_bin_labels(y)), bins),
+        "by_age_bin": _interval_rows(p, pd.Series(age_bin_labels(y)), age_bin_names()),
         "by_blur": _tercile_rows(p, "blur", ("blurriest third", "middle third", "sharpest third"))
         if "blur" in p.columns else [],
         "by_face_size": _tercile_rows(p, "inter_ocular", ("smallest third", "middle third", "largest third"))
@@ -281,9 +265,8 @@ def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int
     }
     pred = pred.assign(age_bin=age_bin_labels(pred["age"].to_numpy()),
                        gender_name=pred["gender"].map(GENDER_NAMES).astype(object))
-    bins = [f"{a}-{b - 1}" for a, b in zip(AGE_BIN_EDGES[:-1], AGE_BIN_EDGES[1:])] + [f"{AGE_BIN_EDGES[-1]}+"]
     out = {"metrics": metrics,
-           "by_age_bin": _group_rows(pred, "age_bin", bins, n_boot, seed, cs_k),
+           "by_age_bin": _group_rows(pred, "age_bin", age_bin_names(), n_boot, seed, cs_k),
            "by_gender": _group_rows(pred, "gender_name", list(GENDER_NAMES.values()), n_boot, seed, cs_k),
            "by_race": []}
     if "race" in pred.columns and pred["race"].notna().any():
@@ -321,10 +304,13 @@ def degrade_summary(pred: pd.DataFrame, recipe: str, seed: int, cs_k: float = 5,
     deg_cols = {"pred": pred["pred_degraded"]}
     if "p_female_degraded" in pred.columns:
         deg_cols["p_female"] = pred["p_female_degraded"]
-    deg = summarize(pred.assign(**deg_cols), cs_k, n_boot, boot_seed)
-    clean_mae = float(np.abs(pred["pred"] - pred["age"]).mean())
+    degraded = pred.assign(**deg_cols).drop(columns=["age_low", "age_high", "blur", "inter_ocular"], errors="ignore")
+    if "age_low_degraded" in pred.columns:  # does the calibrated interval still cover degraded faces?
+        degraded = degraded.assign(age_low=pred["age_low_degraded"], age_high=pred["age_high_degraded"])
+    deg = summarize(degraded, cs_k, n_boot, boot_seed)
     mae_ci = estimate(np.abs(pred["pred"] - pred["age"]).to_numpy(dtype=np.float64), n_boot=n_boot,
                       seed=boot_seed).to_dict()
+    clean_mae = mae_ci["value"]
     kid_clean, kid_deg = _child_bias(pred, "pred", n_boot, boot_seed), _child_bias(pred, "pred_degraded", n_boot,
                                                                                     boot_seed)
     ratio = deg["metrics"]["mae"]["value"] / clean_mae if clean_mae > 0 else float("nan")
@@ -338,6 +324,7 @@ def degrade_summary(pred: pd.DataFrame, recipe: str, seed: int, cs_k: float = 5,
                      "by_age_bin": deg["by_age_bin"]},
         "mae_ratio": ratio, "bar": DEGRADE_BAR, "passes": passes,
         "passes_all": bool(passes["mae_ratio"] and passes["child_bias"] is not False),
+        **({"interval": deg["interval"]} if "interval" in deg else {}),
     }
 
 
@@ -419,10 +406,6 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
     if degrade is not None:
         results["degrade"] = {**degrade_summary(pred, degrade, degrade_seed, cs_k, n_boot, seed),
                               "seconds": deg_seconds}
-        if "age_low_degraded" in pred.columns:  # does the calibrated interval still cover degraded faces?
-            dp = pred.assign(pred=pred["pred_degraded"], age_low=pred["age_low_degraded"],
-                             age_high=pred["age_high_degraded"]).drop(columns=["blur", "inter_ocular"], errors="ignore")
-            results["degrade"]["interval"] = interval_summary(dp, n_boot, seed)
     if errors:
         results["data"]["unreadable_examples"] = errors[:5]
     return EvalResult(pred, results)

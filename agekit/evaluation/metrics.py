@@ -9,7 +9,7 @@ import torch
 from torchmetrics import Metric
 
 __all__ = ["CumulativeScore", "mae", "cs_at_k", "bootstrap_ci", "Estimate", "estimate", "gender_accuracy",
-           "AGE_BIN_EDGES", "age_bin_labels"]
+           "AGE_BIN_EDGES", "age_bin_labels", "age_bin_names"]
 
 
 class CumulativeScore(Metric):
@@ -91,9 +91,14 @@ def estimate(values: np.ndarray, stat: Callable = np.mean, n_boot: int = 1000, a
 AGE_BIN_EDGES: tuple[int, ...] = (0, 10, 20, 30, 40, 50, 60, 70)  # last bin is open: 70+
 
 
+def age_bin_names(edges: tuple[int, ...] = AGE_BIN_EDGES) -> list[str]:
+    """The bin labels in order: '0-9', ..., '60-69', '70+'."""
+    return [f"{a}-{b - 1}" for a, b in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
+
+
 def age_bin_labels(ages: np.ndarray, edges: tuple[int, ...] = AGE_BIN_EDGES) -> np.ndarray:
     """Decade labels ('0-9', ..., '60-69', '70+') for true ages; the open last bin keeps small old-age groups together."""
     ages = np.asarray(ages, dtype=np.float64)
-    names = [f"{a}-{b - 1}" for a, b in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
+    names = age_bin_names(edges)
     pos = np.clip(np.searchsorted(np.asarray(edges), ages, side="right") - 1, 0, len(edges) - 1)
     return np.asarray(names, dtype=object)[pos]

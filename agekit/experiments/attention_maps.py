@@ -26,12 +26,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def load_any_model(path: str | Path) -> tuple[nn.Module, Any]:
     """An agekit ``.safetensors`` model file or a Lightning ``.ckpt`` from ``agekit train`` -> (model.eval(), cfg)."""
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        from ..training.runner import module_from_checkpoint
-
-        module, _, _ = module_from_checkpoint(path)
-        return module.model.eval(), module.model_cfg
     from ..models import load_model
 
     model, cfg, _ = load_model(path)

@@ -20,16 +20,6 @@ __all__ = ["pooled", "train_set_of", "train_set_of_config", "cross_dataset", "cr
 NOT_TRAINED = "not trained yet"
 
 
-def _data_names(data: dict[str, Any]) -> list[tuple[str, float]]:
-    """(dataset name, weight) per training source of a config's data section (as saved, or as loaded)."""
-    if data.get("sources"):
-        return [(s.get("dataset") or Path(str(s.get("manifest"))).stem, float(s.get("weight", 1.0)))
-                for s in data["sources"]]
-    if data.get("manifest"):
-        return [(Path(str(data["manifest"])).stem, 1.0)]
-    return [(str(data.get("dataset", "utkface")), 1.0)]
-
-
 def _label(names: list[tuple[str, float]]) -> str:
     if len(names) == 1:
         return names[0][0]
@@ -40,19 +30,29 @@ def train_set_of(model: str | Path) -> dict[str, Any]:
     """``{"label", "datasets"}`` of the data a model file was trained on, from its metadata."""
     from ..models.weights import read_metadata
 
+    from pydantic import ValidationError
+
+    from ..config.train import TrainConfig
+
     meta = read_metadata(model)
     data = (meta.get("train_config") or {}).get("data")
     if not data:
         return {"label": "unknown (no train_config in the model file)", "datasets": []}
-    names = _data_names(data)
-    return {"label": _label(names), "datasets": [n for n, _ in names]}
+    try:
+        return _train_set(TrainConfig.model_validate({"data": data}))
+    except ValidationError:
+        return {"label": "unknown (the model file's train_config.data does not validate)", "datasets": []}
 
 
 def train_set_of_config(config: str | Path) -> dict[str, Any]:
     """The same, for a training config that has not been trained yet."""
     from ..config.train import load_config
 
-    cfg = load_config(config)
+    return _train_set(load_config(config))
+
+
+def _train_set(cfg: Any) -> dict[str, Any]:
+    """Label and dataset names of a TrainConfig's sources (``data.sources``, else its one dataset/manifest)."""
     names = [(s.name, s.weight) for s in cfg.data.source_list()]
     return {"label": _label(names), "datasets": [n for n, _ in names]}
 

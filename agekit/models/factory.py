@@ -75,10 +75,38 @@ def create_model(
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, AgeModelCfg, dict[str, Any]]:
-    """Load an agekit weights file (safetensors with metadata) -> (model eval(), cfg, metadata)."""
+    """An agekit weights file (safetensors with metadata) or a Lightning ``.ckpt`` from ``agekit train``
+    -> (model eval(), cfg, metadata). The one loader for both, so runtime, export and research tools agree."""
     path = Path(os.path.expanduser(str(path)))
+    if path.suffix.lower() == ".ckpt":
+        return _load_checkpoint(path)
     meta = read_metadata(path)
     if "model_name" not in meta:
         raise WeightsError(f"{path} is not an agekit model file (no 'model_name' in its metadata)")
     model = create_model(meta["model_name"], weights=path, **meta.get("model_kwargs", {}))
     return model.eval(), get_model_cfg(meta["model_name"]), meta
+
+
+def _load_checkpoint(path: Path) -> tuple[nn.Module, AgeModelCfg, dict[str, Any]]:
+    """A Lightning checkpoint, read with ``torch.load(weights_only=True)`` (never unpickles code).
+
+    Its metadata is rebuilt from the saved training config (``hyper_parameters.config``); the model is
+    built without fetching ImageNet weights, since the checkpoint's tensors replace them.
+    """
+    import torch
+
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        config = ckpt["hyper_parameters"]["config"]
+        name, kwargs = config["model"]["name"], dict(config["model"].get("kwargs") or {})
+    except Exception as e:  # noqa: BLE001 - unpickling and missing keys raise many types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
+    # the LightningModule keeps the network in `.model`; its other state (loss buffers) is not the model's
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model = create_model(name, **kwargs)
+    load_into(model, state, str(path))
+    meta = {"model_name": name, "model_kwargs": kwargs, "train_config": config, "epoch": ckpt.get("epoch")}
+    return model.eval(), get_model_cfg(name), meta

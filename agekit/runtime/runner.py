@@ -43,40 +43,15 @@ def _first_line(e: BaseException) -> str:
 
 
 def load_torch_model(path: str | Path) -> tuple[Any, Any, dict[str, Any]]:
-    """(model in eval mode, AgeModelCfg, metadata) from an agekit ``.safetensors`` file or a Lightning ``.ckpt``.
-
-    Never unpickles code: safetensors, or ``torch.load(weights_only=True)`` for checkpoints. A
-    checkpoint's metadata is rebuilt from its saved training config (``hyper_parameters.config``).
-    """
+    """(model in eval mode, AgeModelCfg, metadata) from an agekit ``.safetensors`` file or a Lightning ``.ckpt``
+    (:func:`agekit.models.load_model`: safetensors, or ``torch.load(weights_only=True)``)."""
     from ..models import WeightsError, load_model
 
     path = check_model_file(path)
     try:
-        if path.suffix.lower() != ".ckpt":
-            return load_model(path)
-        return _load_checkpoint(path)
+        return load_model(path)
     except WeightsError as e:
         raise ModelFileError(_first_line(e)) from None
-
-
-def _load_checkpoint(path: Path) -> tuple[Any, Any, dict[str, Any]]:
-    import torch
-
-    from ..models import WeightsError, create_model, get_model_cfg
-    from ..models.weights import load_into
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        config = ckpt["hyper_parameters"]["config"]
-        name, kwargs = config["model"]["name"], dict(config["model"].get("kwargs") or {})
-    except Exception as e:  # noqa: BLE001 - unpickling and missing keys raise many types
-        raise WeightsError(f"cannot read checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from None
-    # the LightningModule keeps the network in `.model`; its other state (loss buffers) is not the model's
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model = create_model(name, **kwargs)
-    load_into(model, state, str(path))
-    meta = {"model_name": name, "model_kwargs": kwargs, "train_config": config, "epoch": ckpt.get("epoch")}
-    return model.eval(), get_model_cfg(name), meta
 
 
 def decode_metadata(md: Mapping[str, str]) -> dict[str, Any]:

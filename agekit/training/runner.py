@@ -15,12 +15,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import CSVLogger
 
 from ..config.train import TrainConfig, check_resume
-from ..models import save_weights
+from ..models import load_model, save_weights
 from ..models.freezing import Finetuning
 from ..tasks import Task, task_for_model
 from .module import TaskModule
 
-__all__ = ["train", "export_checkpoint", "task_of", "module_from_checkpoint", "provenance"]
+__all__ = ["train", "export_checkpoint", "task_of", "provenance"]
 
 
 def task_of(config: TrainConfig | dict[str, Any]) -> Task:
@@ -49,15 +49,6 @@ def _offline(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def module_from_checkpoint(ckpt_path: str | Path) -> tuple[TaskModule, dict[str, Any], dict[str, Any]]:
-    """(module with the checkpoint's weights, the TRUE training config, the raw checkpoint)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    config = ckpt["hyper_parameters"]["config"]
-    module = TaskModule(_offline(config))
-    module.load_state_dict(ckpt["state_dict"])
-    return module, config, ckpt
-
-
 def provenance(config: dict[str, Any]) -> dict[str, Any]:
     """Where the weights came from: ImageNet source, the agekit model it was fine-tuned from, its stages."""
     from ..models import get_model_cfg
@@ -82,11 +73,11 @@ def provenance(config: dict[str, Any]) -> dict[str, Any]:
 
 def export_checkpoint(ckpt_path: str | Path, out_path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Lightning checkpoint -> agekit safetensors (weights + the true config and its provenance as metadata)."""
-    module, config, ckpt = module_from_checkpoint(ckpt_path)
-    cfg = TrainConfig.model_validate(config)
+    model, _, ckpt_meta = load_model(ckpt_path)
+    cfg = TrainConfig.model_validate(ckpt_meta["train_config"])
     meta = {"model_name": cfg.model.name, "model_kwargs": cfg.model.kwargs, "train_config": cfg.model_dump(),
-            "provenance": provenance(cfg.model_dump()), "epoch": ckpt.get("epoch"), **(extra or {})}
-    return save_weights(module.model, out_path, meta)
+            "provenance": provenance(cfg.model_dump()), "epoch": ckpt_meta["epoch"], **(extra or {})}
+    return save_weights(model, out_path, meta)
 
 
 def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]:
