@@ -15,6 +15,7 @@ from agekit.cli.main import app
 from agekit.config.train import load_config
 from agekit.inference.defaults import default_model_path
 from agekit.models import list_models
+from tests.test_training_core import _synthetic_utkface  # one synthetic UTKFace generator for the tests
 
 runner = CliRunner()
 
@@ -153,18 +154,6 @@ def test_train_flags_reach_the_runner(config_file, tmp_path, monkeypatch):
     assert runner.invoke(app, ["train", *ok]).exit_code == 0 and seen == {"test": False, "allow": False}
     assert runner.invoke(app, ["train", *ok, "--test", "--force"]).exit_code == 0 and seen == {"test": True, "allow": True}
     assert runner.invoke(app, ["train", *ok, "--allow-config-change"]).exit_code == 0 and seen["allow"]
-
-
-def _synthetic_utkface(root: Path, n: int = 24) -> Path:
-    rng = np.random.default_rng(1)
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        age = int(rng.integers(1, 90))
-        img = np.full((48, 48, 3), 30, np.uint8)
-        img[: i % 7 + 1, : i % 5 + 1] = 255  # no two images alike (dedup)
-        img[20:28, 20:20 + age // 4] = 180
-        Image.fromarray(img).save(root / f"{age}_{i % 2}_0_2017010{i:010d}.jpg.chip.jpg")
-    return root
 
 
 def test_train_scores_test_only_when_asked(tmp_path):

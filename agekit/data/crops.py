@@ -27,7 +27,7 @@ from .align import CHIP_SIZE, TEMPLATE, align_face
 from .manifest import FACE_BOX, PERSON_BOX, landmarks_array
 from .transforms import resize_crop
 
-__all__ = ["CropSpec", "CropError", "CropMode", "CROP_MODES", "row_crop_modes", "PREPARE_HINT"]
+__all__ = ["CropSpec", "CropError", "CropMode", "CROP_MODES", "row_crop_modes", "rows_needing_landmarks", "PREPARE_HINT"]
 
 CropMode = Literal["auto", "chip", "align"]
 CROP_MODES = ("auto", "chip", "align")
@@ -80,6 +80,13 @@ class CropSpec:
             raise CropError(str(e)) from None
 
 
+def rows_needing_landmarks(df: pd.DataFrame) -> np.ndarray:
+    """Rows with a face box and no five finite landmarks: what ``auto`` cannot crop until
+    ``agekit data prepare`` detects their points (:func:`agekit.inference.landmarks.detect_landmarks`)."""
+    face_box = ~np.isnan(df[FACE_BOX].to_numpy(dtype=np.float64)).any(axis=1)
+    return face_box & ~np.isfinite(landmarks_array(df)).all(axis=(1, 2))
+
+
 def row_crop_modes(df: pd.DataFrame, spec: CropSpec) -> tuple[np.ndarray, np.ndarray]:
     """(mode per row: ``"align"``/``"chip"``/``""`` = no face to crop, (N, 5, 2) landmarks).
 
@@ -98,7 +105,7 @@ def row_crop_modes(df: pd.DataFrame, spec: CropSpec) -> tuple[np.ndarray, np.nda
     if spec.mode == "align":
         need = ~has_lm
     else:
-        need = face_box & ~has_lm
+        need = rows_needing_landmarks(df)
         modes[~has_lm & ~face_box & person_box] = ""  # a body without a face: nothing to crop
     if need.any():
         i = int(np.flatnonzero(need)[0])

@@ -19,6 +19,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
@@ -116,7 +117,7 @@ class AgeDataModule(L.LightningDataModule):
             console.print(f"[yellow]skipped {self.skipped_person_only} rows with a person box but no face box "
                           "(the face task needs a face)")
         if errors:
-            console.print(f"[yellow]skipped {len(errors)} unreadable images, e.g. {errors[0]}")
+            console.print(f"[yellow]skipped {len(errors)} unreadable images, e.g. {escape(errors[0])}")
         self.df, self.crops, self.ok = df, crops, ok
         rng = np.random.default_rng(self.cfg.trainer.seed)
         self.idx = {}

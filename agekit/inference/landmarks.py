@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.imageio import ImageLoadError, load_rgb
+from ..data.crops import rows_needing_landmarks
 from ..data.manifest import FACE_BOX, landmarks_array, resolve_paths, with_landmarks
 from .detectors import Detection, FaceDetector, create_detector
 
@@ -31,12 +32,6 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = ix * iy
     area = lambda r: np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)  # noqa: E731
     return inter / np.maximum(area(np.asarray(a, dtype=np.float64)) + area(b) - inter, 1e-9)
-
-
-def rows_needing_landmarks(df: pd.DataFrame) -> np.ndarray:
-    """Mask of rows with a face box and no landmarks (what the crop path cannot use as is)."""
-    box = ~np.isnan(df[FACE_BOX].to_numpy(dtype=np.float64)).any(axis=1)
-    return box & ~np.isfinite(landmarks_array(df)).all(axis=(1, 2))
 
 
 def _best(dets: list[Detection], box: np.ndarray, min_iou: float) -> Detection | None:
