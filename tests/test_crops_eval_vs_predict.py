@@ -58,19 +58,18 @@ def write_pts(path: Path, pts: np.ndarray) -> None:
 
 
 def _chips(n: int, seed: int) -> list[tuple[np.ndarray, int]]:
-    """(200 px chip, age): UTKFace test chips when ../shared is present, else the astronaut aligned."""
-    if UTKFACE.is_dir():
-        split = pd.read_csv(REPO / "agekit" / "data" / "splits" / "utkface_v1.csv")
-        names = split.loc[split["split"] == "test", "file"].to_numpy()
-        pick = np.random.default_rng(seed).choice(names, n, replace=False)
-        return [(load_rgb(UTKFACE / name), int(name.split("_")[0])) for name in pick]
-    from agekit.data.crops import CropSpec
-    from agekit.inference.defaults import example_photo_path
-    from agekit.inference.detectors import create_detector
+    """(200 px chip, age) of ``n`` seeded UTKFace test chips.
 
-    rgb = load_rgb(example_photo_path())
-    chip = CropSpec("align").crop(rgb, create_detector("retinaface", threads=1).detect(rgb)[0].landmarks)
-    return [(chip, 30 + i) for i in range(n)]
+    Needs many different real faces: with one face repeated, the few-pixel offset between annotated and
+    detected landmarks does not average out and the MAE gap measures that one face, not the pipelines
+    (the example photo repeated 24 times gave a 1.0-year gap). Without ../shared the test is skipped.
+    """
+    if not UTKFACE.is_dir():
+        pytest.skip("needs real UTKFace chips (../shared/data/UTKFace) to build varied look-alike photos")
+    split = pd.read_csv(REPO / "agekit" / "data" / "splits" / "utkface_v1.csv")
+    names = split.loc[split["split"] == "test", "file"].to_numpy()
+    pick = np.random.default_rng(seed).choice(names, n, replace=False)
+    return [(load_rgb(UTKFACE / name), int(name.split("_")[0])) for name in pick]
 
 
 def chip_points68(chip: np.ndarray, detector) -> np.ndarray:
