@@ -190,3 +190,57 @@ def _print_stats(console, manifest: Path, s: dict) -> None:
         l = s["lds"]
         console.print(f"LDS weights ({l['computed_on']}, {l['rows']:,} rows): {l['min']:.3g} to {l['max']:.3g} "
                       f"(max/min {l['max_over_min']:.3g}, mean {l['mean']:.3g})")
+
+
+@data_app.command("pack")
+def pack_cmd(
+    config: Path = typer.Argument(..., help="training config (YAML) whose data to pack"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="section.key=value overrides"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for manifests/, shards/ and pack.json"),
+    splits: str = typer.Option("train,val", help="splits to ship (the test split stays here by default)"),
+    max_mb: float = typer.Option(45.0, help="largest shard in MiB"),
+    quality: int = typer.Option(90, min=50, max=100, help="image quality of the shipped crops"),
+    fmt: str = typer.Option("webp", "--format", help="webp (smallest) or jpeg"),
+) -> None:
+    """Pack a config's crop cache into size-limited image shards, to train on another machine (e.g. a GPU box)."""
+    from ..config.train import ConfigError, load_config
+    from ..data.shards import pack_training_data
+    from ..models import get_model_cfg
+
+    console, fail = _ui()
+    try:
+        cfg = load_config(config, overrides or [])
+        s = pack_training_data(cfg, get_model_cfg(cfg.model.name).input_size[-1], out,
+                               tuple(x for x in splits.split(",") if x), max_mb, quality, fmt)
+    except (ConfigError, OSError, ValueError) as e:
+        fail(str(e))
+    console.print(f"packed {s['shipped']} of {s['n']} crops ({', '.join(s['splits'])}) into {len(s['shards'])} "
+                  f"shards under {out}/shards ({fmt} q{quality}, mean abs pixel error {s['mean_abs_pixel_error']:.2f})")
+    console.print(f"there: agekit data unpack {out}/shards --config {s['config']}; agekit train {s['config']}",
+                  soft_wrap=True, markup=False)
+
+
+@data_app.command("unpack")
+def unpack_cmd(
+    dirs: list[Path] = typer.Argument(..., help="folders holding cache.json and shard_*.npz (any split of them)"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="default: --config's data.cache_dir, else cache"),
+    config: Optional[Path] = typer.Option(None, "--config", help="store the cache under the name this config's run "
+                                          "computes here (other numpy/pandas versions may hash the manifests differently)"),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", help="section.key=value overrides of --config"),
+) -> None:
+    """Rebuild a packed crop cache from its shards (`agekit data pack`)."""
+    from ..config.train import ConfigError, load_config
+    from ..data.shards import cache_name_for, unpack_cache
+    from ..models import get_model_cfg
+
+    console, fail = _ui()
+    try:
+        name = None
+        if config is not None:
+            cfg = load_config(config, overrides or [])
+            name = cache_name_for(cfg, get_model_cfg(cfg.model.name).input_size[-1])
+            cache_dir = cache_dir or Path(cfg.data.cache_dir)
+        path = unpack_cache(list(dirs), cache_dir or Path("cache"), name)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    console.print(f"unpacked {path}")

