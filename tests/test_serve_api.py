@@ -55,13 +55,31 @@ def assert_one_line_error(r: httpx.Response, status: int, *words: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def busy_server(tmp_path_factory):
-    from agekit.serving.process import ServerProcess
+def busy_server():
+    """The same app and pool as `agekit serve --workers 1 --max-queue 1 --timeout 0.01 --upload-timeout 0.5
+    --cors-origin http://example.test`, run by uvicorn on a loopback port inside the test process (the CLI is
+    exercised by ``agekit_server``; this saves a second interpreter start)."""
+    import threading
+    from types import SimpleNamespace
 
-    log = tmp_path_factory.mktemp("busy") / "server.log"
-    with ServerProcess(["--workers", "1", "--max-queue", "1", "--timeout", "0.01", "--upload-timeout", "0.5",
-                        "--cors-origin", "http://example.test"], log=log) as srv:
-        yield srv
+    import uvicorn
+
+    from agekit.serving.app import create_app
+    from agekit.serving.config import ServeConfig
+    from agekit.serving.process import free_port
+
+    cfg = ServeConfig(port=free_port(), workers=1, max_queue=1, timeout=0.01, upload_timeout=0.5,
+                      cors_origins=["http://example.test"])
+    server = uvicorn.Server(uvicorn.Config(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield SimpleNamespace(url=f"http://{cfg.host}:{cfg.port}")
+    server.should_exit = True
+    thread.join(30)
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +262,19 @@ def test_serving_defaults_and_package_data():
     assert {"index.html", "app.js", "style.css"} <= {Path(f).name for f in files}
     missing = [f for f in files if not any(fnmatch(f, g) for g in globs)]
     assert not missing, f"static files not shipped as package data: {missing}"
+
+
+def test_load_benchmark_runs_against_the_server(agekit_server):
+    """benchmarks/load_test.py's client loop (a few clients, 2 s; the real 50 x 60 s run is a benchmark, not a test)."""
+    import asyncio
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
+    spec = importlib.util.spec_from_file_location("agekit_load_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = asyncio.run(mod.run_load(agekit_server.url, PHOTO.read_bytes(), clients=4, duration=2.0, pid=agekit_server.pid))
+    assert res["ok"] > 0 and res["failed"] == 0 and res["requests"] == res["ok"] + res["n_503"]
+    assert res["latency_ok"]["p50_ms"] > 0 and res["rss_mb_peak"] > 100
+    with pytest.raises(SystemExit, match="loopback"):
+        asyncio.run(mod.run_load("http://192.0.2.1:8000", b"", clients=1, duration=0.1))
