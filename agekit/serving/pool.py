@@ -52,12 +52,13 @@ class InferencePool:
         """One Predictor per worker, built one after the other (an ONNX export into the cache happens once)."""
         from ..inference.predictor import Predictor
 
+        import torch
+
         predictors = [Predictor(cfg.model, backend=cfg.backend, threads=cfg.threads_per_worker, min_score=cfg.min_score,
                                 flip_tta=cfg.tta) for _ in range(cfg.n_workers)]
-        if predictors[0].backend_name == "torch":  # torch's thread count is per process: one share per worker
-            import torch
-
-            torch.set_num_threads(cfg.threads_per_worker)
+        # torch's thread count is per process (the torch backend, and preprocessing with any backend): one share
+        # per worker, so the workers together use the cores without oversubscribing them
+        torch.set_num_threads(cfg.threads_per_worker)
         return cls(predictors, cfg.max_queue, cfg.max_pixels)
 
     @property

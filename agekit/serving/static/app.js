@@ -128,7 +128,7 @@ async function send(file) {
   }
   if (!resp.ok) {
     $("result").hidden = true;
-    setStatus(`${file.name}: ${rec.error || resp.statusText} (HTTP ${resp.status})`, true);
+    setStatus(`${rec.error || resp.statusText} (HTTP ${resp.status})`, true); // the server's error names the file
     setState("error");
     return;
   }
