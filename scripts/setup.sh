@@ -14,3 +14,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
   echo "$want" > "$stamp"
 fi
+# The web-page test drives Debian's chromium through Playwright (no browser download): install it when missing
+# and we may (root with apt-get, as on CI); otherwise that test is skipped and says why.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing chromium (apt-get) for the web-page test ..."
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+    echo "setup: warning: could not install chromium; tests/test_serve_page.py will be skipped" >&2
+  fi
+fi

@@ -56,3 +56,14 @@ def bundled_model_file() -> Path:
     if not p.is_file():
         pytest.skip("bundled model not present")
     return p
+
+
+@pytest.fixture(scope="session")
+def agekit_server(tmp_path_factory):
+    """The real `agekit serve` (CLI, uvicorn, bundled model, 2 workers) on a free loopback port, shared by the API
+    and browser tests. Small limits so the limit tests need small uploads."""
+    from agekit.serving.process import ServerProcess
+
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with ServerProcess(["--workers", "2", "--max-bytes", "2000000", "--max-pixels", "4000000"], log=log) as srv:
+        yield srv

@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"tasks", "data", "models", "config"},
     "experiments": {"training", "tasks", "models", "config", "data", "evaluation"},
     "inference": {"data", "models", "runtime", "config"},
+    "serving": {"inference", "data", "models", "runtime", "config"},
 }
 ANYTHING = {"cli"}  # the command line sits on top of everything
 

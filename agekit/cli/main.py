@@ -141,7 +141,7 @@ def train_cmd(
 def _register_subapps() -> None:
     import importlib
 
-    for mod in ("data", "evaluate", "calibrate", "predict", "export", "research"):
+    for mod in ("data", "evaluate", "calibrate", "predict", "export", "serve", "research"):
         try:
             m = importlib.import_module(f"agekit.cli.{mod}")
         except ModuleNotFoundError as e:

@@ -1,20 +1,31 @@
 """Reading images safely: one function turns any file into an RGB uint8 array or a clear error."""
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageLoadError", "load_rgb", "MAX_PIXELS"]
+__all__ = ["ImageLoadError", "ImageTooLargeError", "NotAnImageError", "load_rgb", "decode_rgb", "MAX_PIXELS"]
 
 MAX_PIXELS = 64_000_000  # ~8000x8000; beyond that we refuse rather than risk a decompression bomb
 
 
 class ImageLoadError(ValueError):
-    """An image cannot be used; the message says why in one line."""
+    """An image cannot be used; the message says why in one line. Raised as such for missing, corrupt or
+    truncated files; the subclasses say more (the HTTP service answers them with different codes)."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """More pixels than allowed (a decompression bomb, or just too big): refused before decoding."""
+
+
+class NotAnImageError(ImageLoadError):
+    """Not an image at all, or a format PIL cannot read."""
 
 
 def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -28,26 +39,38 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageLoadError(f"{path}: file not found")
     if not path.is_file():
         raise ImageLoadError(f"{path}: not a file")
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`load_rgb` for an image held in memory (an HTTP upload); errors start with ``name``."""
+    if not data:
+        raise ImageLoadError(f"{name}: empty file")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(src: Path | IO[bytes], label: str, max_pixels: int) -> np.ndarray:
+    """The one safe decoder: the pixel count is checked from the header, before any pixel is decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(src) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise ImageLoadError(f"{path}: image too large ({w}x{h} px > {max_pixels} px limit)")
+                    raise ImageTooLargeError(f"{label}: image too large ({w}x{h} px > {max_pixels} px limit)")
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return _to_rgb(im)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageLoadError(f"{path}: image too large (decompression-bomb guard)") from None
+        raise ImageTooLargeError(f"{label}: image too large (decompression-bomb guard)") from None
     except Image.UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image file (or an unsupported format)") from None
+        raise NotAnImageError(f"{label}: not an image file (or an unsupported format)") from None
     except OSError as e:
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({e})") from None
+        raise ImageLoadError(f"{label}: corrupt or truncated image ({e})") from None
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:  # PIL plugins on malformed headers
-        raise ImageLoadError(f"{path}: corrupt image ({type(e).__name__}: {e})") from None
+        raise ImageLoadError(f"{label}: corrupt image ({type(e).__name__}: {e})") from None
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

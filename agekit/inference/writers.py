@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from .results import ImageResult
 
-__all__ = ["ResultWriter", "JsonWriter", "JsonlWriter", "CsvWriter", "open_writer", "WRITER_SUFFIXES", "CSV_COLUMNS"]
+__all__ = ["result_record", "ResultWriter", "JsonWriter", "JsonlWriter", "CsvWriter", "open_writer", "WRITER_SUFFIXES", "CSV_COLUMNS"]
 
 _LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 CSV_COLUMNS = ["image", "path", "status", "width", "height", "face", "x0", "y0", "x1", "y1", "score", "age", "age_low",
@@ -53,7 +53,8 @@ class ResultWriter:
         self.close()
 
 
-def _record(res: ImageResult) -> dict[str, Any]:
+def result_record(res: ImageResult) -> dict[str, Any]:
+    """The JSON object for one image, as every JSON output writes it (``--out x.json``, ``.jsonl``, the HTTP API)."""
     d = res.to_dict()
     d["faces"] = [{k: _clean(v) for k, v in f.items()} for f in d["faces"]]
     d["timings"] = {k: round(v, 6) for k, v in d["timings"].items()}
@@ -69,7 +70,7 @@ class JsonWriter(ResultWriter):
         self._f.write("[")
 
     def _write(self, res: ImageResult) -> None:
-        self._f.write(("," if self.count else "") + "\n  " + json.dumps(_record(res)))
+        self._f.write(("," if self.count else "") + "\n  " + json.dumps(result_record(res)))
 
     def close(self) -> None:
         if not self._f.closed:
@@ -81,7 +82,7 @@ class JsonlWriter(ResultWriter):
     """One JSON object per line, per image."""
 
     def _write(self, res: ImageResult) -> None:
-        self._f.write(json.dumps(_record(res)) + "\n")
+        self._f.write(json.dumps(result_record(res)) + "\n")
 
 
 class CsvWriter(ResultWriter):
