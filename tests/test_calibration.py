@@ -246,3 +246,23 @@ def test_eval_reports_coverage(calibrated: Path, random_model_file: Path, chips_
     assert plain.exit_code == 0, plain.output
     assert "interval" not in json.loads((tmp_path / "ev2" / "results.json").read_text())
     assert "age_low" not in pd.read_csv(tmp_path / "ev2" / "predictions.csv").columns
+
+
+def test_pooled_data_calibrates_over_both(tmp_path, random_model_file: Path, chips_manifest: Path):
+    """``--data a,b`` pools the splits of several datasets (each row keeps its source): one calibration
+    set for two populations, and eval reports by source."""
+    from agekit.data.manifest import read_manifest
+    from agekit.evaluation.calibration import calibrate
+    from agekit.evaluation.evaluate import load_eval_table
+
+    df = read_manifest(chips_manifest)
+    a, b = tmp_path / "a" / "first.csv", tmp_path / "b" / "second.csv"
+    write_manifest(df.iloc[:20].assign(source="first"), a)
+    write_manifest(df.iloc[20:].assign(source="second"), b)
+    pooled, name = load_eval_table(f"{a},{b}")
+    assert name == f"{a}+{b}" and len(pooled) == 40
+    assert pooled["source"].value_counts().to_dict() == {"first": 20, "second": 20}
+    rec = calibrate(random_model_file, f"{a},{b}", "val", cache_dir=tmp_path / "cache")
+    assert rec["n"] == 28 and rec["data"] == f"{a}+{b}"
+    with pytest.raises(ValueError, match="--root applies to one dataset"):
+        load_eval_table(f"{a},{b}", root=tmp_path)

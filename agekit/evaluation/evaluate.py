@@ -42,9 +42,27 @@ FAIRNESS_MIN_N = 30  # smaller groups are listed in the tables but not ranked: t
 
 
 def load_eval_table(data: str | Path, root: str | Path | None = None) -> tuple[pd.DataFrame, str]:
-    """(manifest with a split column, short data name) for a manifest path or a dataset name."""
+    """(manifest with a split column, short data name) for a manifest path or a dataset name.
+
+    Several, comma-separated (``utkface,aaf``), are pooled into one table (paths made absolute, each row's
+    ``source`` kept): a conformal calibration over both populations covers both.
+    """
     data = str(data)
     p = Path(data)
+    if "," in data and not p.is_file():
+        if root is not None:
+            raise ValueError("--root applies to one dataset; pool datasets found by their default roots")
+        from ..data.manifest import resolve_paths
+
+        parts, names = [], [d.strip() for d in data.split(",") if d.strip()]
+        for name in names:
+            part, short = load_eval_table(name)
+            part = part.assign(path=[str(x) for x in resolve_paths(part)])
+            part["source"] = part["source"].fillna(short).astype("string") if "source" in part else short
+            parts.append(part)
+        df = pd.concat(parts, ignore_index=True)
+        df.attrs = {"root": "/"}
+        return df, "+".join(names)
     if p.suffix.lower() in (".csv", ".parquet") or p.is_file():
         df = read_manifest(p)
         if "split" not in df.columns:
