@@ -1,15 +1,19 @@
 """Run a grid of `agekit train` runs side by side on one GPU box, within a wall-clock deadline.
 
-How the issue-8 GPU runs were made (the GPU is lent for minutes, and a small model leaves most of an
-H200 idle, so several runs share it). Data arrives packed (`agekit data pack`, unpacked with
-`agekit data unpack`); every run is a plain `agekit train` of gpu/base.yaml (the bundled recipe on
-UTKFace + AAF) plus its cell's overrides, so each one can be re-run on a CPU unchanged.
+How the issue-8 GPU runs were made (docs/results/gpu_grid_issue8.md). Data arrives packed: here
+`agekit data pack configs/mobileagenet_lite0_utk_aaf.yaml --out gpu/pack`; there `agekit data unpack
+gpu/pack/shards --config gpu/pack/train.yaml`. Every run is a plain `agekit train` of that config on the
+shipped manifests (gpu/pack/manifests) plus its
+cell's overrides, so each one can be re-run on a CPU unchanged. What ran (an H200, 8 processes):
 
-    python scripts/gpu_grid.py probe --procs 1 8           # synthetic steps/s of the training step
-    python scripts/gpu_grid.py run --epochs 15 --procs 10 --deadline 480 --out OUT
+    python scripts/gpu_grid.py run --epochs 5 --procs 8 --deadline 180 --run-estimate 110 --out OUT
+
+Lesson: processes time-slice one GPU rather than share it (together ~4,200 images/s for Lite0 at
+128 px, batch 64), so on a short lease run fewer cells with larger batches.
 
 Selection (validation only): the distribution-head cell with the lowest mean val MAE over its seeds,
-then that cell's seed with the lowest val MAE; its model file is copied to OUT/best.safetensors.
+then that cell's seed with the lowest val MAE; its model file is copied to OUT/best.safetensors. A run
+still going at the deadline keeps its best checkpoint so far (`salvage`).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-BASE = "gpu/base.yaml"
+BASE = "configs/mobileagenet_lite0_utk_aaf.yaml"  # the run used gpu/base.yaml, an include of exactly this
 SOURCES = ("data.sources=[{manifest: gpu/pack/manifests/utkface.csv, weight: 1.0}, "
            "{manifest: gpu/pack/manifests/aaf.csv, weight: 1.0}]")
 COMMON = ["data.degrade_p=0.4", "loss.gender_weight=0.5", "trainer.progress=none", "data.num_workers=2",

@@ -18,7 +18,7 @@ import numpy as np
 __all__ = ["Runner", "ModelFileError", "check_model_file", "load_torch_model", "decode_metadata", "per_sample",
            "sigmoid", "reported_gender", "bundled_model_path", "age_interval", "model_age_range"]
 
-BUNDLED_MODEL = "mobileagenet_lite0_utkface.safetensors"
+BUNDLED_MODEL = "mobileagenet_lite0_utk_aaf.safetensors"
 
 
 class ModelFileError(FileNotFoundError):
