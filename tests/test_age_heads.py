@@ -142,12 +142,13 @@ def test_wrong_loss_head_pairing_is_a_one_line_error():
         age_loss_from_outputs("dldl", out, torch.ones(2), None, _Cfg())
 
 
-def test_bundled_model_is_unchanged(bundled_model_file: Path):
-    """The default head is the original bounded regression: same parameters, same outputs (bit for bit) as the
-    head's formula applied by hand."""
+def test_v1_model_is_unchanged(bundled_model_file: Path):
+    """The previous bundled model (saved before the distribution heads existed) keeps the original bounded
+    regression: same parameters, same outputs (bit for bit) as the head's formula applied by hand."""
     from agekit.models import load_model
     from agekit.models.weights import read_state_dict
 
+    bundled_model_file = bundled_model_file.with_name("mobileagenet_lite0_utkface.safetensors")
     model, cfg, meta = load_model(bundled_model_file)
     assert model.head.age_head == "regression" and "age_head" not in (meta.get("model_kwargs") or {})
     assert set(model.state_dict()) == set(read_state_dict(bundled_model_file))
@@ -250,3 +251,20 @@ def test_age_heads_grid_expands_and_runs_tiny(tmp_path, run_cells):
         assert rows["gaussian_nll"]["params_added"] == 16 + 1  # + the sigma output
     saved = json.loads((tmp_path / "out" / "dldl" / "seed0" / "config.json").read_text())
     assert saved["model"]["kwargs"]["age_head"] == "dldl" and saved["loss"]["age"] == "dldl"
+
+
+def test_bundled_model_is_a_calibrated_distribution_head(bundled_model_file: Path):
+    """The v2 default: DLDL head whose age is the mean of its softmax over 0..100, with a normalised conformal
+    record, so the interval is age -/+ q * age_std (adaptive)."""
+    from agekit.models import load_model
+
+    model, cfg, meta = load_model(bundled_model_file)
+    assert model.head.age_head == "dldl" and meta["model_kwargs"]["age_head"] == "dldl"
+    cal = meta["calibration"]
+    assert cal["score"] == "normalized" and cal["split"] == "val" and cal["data"] == "utkface+aaf"
+    x = torch.randn(3, *cfg.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        out = model(x)
+    p = out["age_dist"]
+    assert torch.allclose(p.sum(-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(out["age"], (p * torch.arange(p.shape[-1])).sum(-1), atol=1e-4)

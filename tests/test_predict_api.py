@@ -140,4 +140,5 @@ def test_default_model_is_used_when_none_given(bundled_model_file, astronaut):
     assert len(res.faces) == 1
     _check_face(res.faces[0])
     f = res.faces[0]  # the bundled model's known answer; gender_prob = P(reported gender)
-    assert f.age == pytest.approx(30.05, abs=0.05) and f.gender == "female" and f.gender_prob == pytest.approx(0.939, abs=0.005)
+    assert f.age == pytest.approx(29.91, abs=0.05) and f.gender == "male" and f.gender_prob == pytest.approx(0.851, abs=0.005)
+    assert f.age_low == pytest.approx(14.5, abs=0.1) and f.age_high == pytest.approx(45.3, abs=0.1)  # age -/+ q*std
