@@ -268,6 +268,16 @@ def test_tracker_keeps_identities_through_a_crossing_and_the_first_sighting():
     assert sorted(len(v) for v in seen.values()) == [26, 30]
 
 
+def test_a_slow_crossing_hidden_for_1_4_seconds_keeps_both_tracks():
+    tr = Tracker(FPS)
+    ids: dict[int, set[int]] = {}
+    for i in range(60):
+        a, b = _obs(i, 20 + 3 * i, age=20), _obs(i, 200 - 3 * i, y=130, age=70)
+        for tid, o in tr.update([a] if 15 <= i < 50 else [a, b], i / FPS):
+            ids.setdefault(tid, set()).add(int(o.age))
+    assert ids == {1: {20}, 2: {70}} or ids == {1: {70}, 2: {20}}
+
+
 def test_a_face_moving_more_than_its_width_between_looked_at_frames_keeps_its_track():
     """Stride 5 at 25 fps: 0.2 s between frames, 70 px steps for a 60 px face box (plain IoU: no overlap at all)."""
     tr = Tracker(FPS, step_seconds=0.2)

@@ -65,7 +65,8 @@ class Tracker:
     Args:
         fps: the video's frame rate (frame times are in seconds).
         min_score: detections at or above it start and continue tracks (the predictor's own threshold).
-        lost_seconds: how long a track that is not seen (occluded, turned away) is kept for re-association.
+        lost_seconds: how long a track that is not seen (occluded, turned away) is kept for re-association; 2 s
+            (ByteTrack's default is 1 s for whole bodies; a face hides longer: a head turns, a slow walker passes).
         min_iou: overlap between a track's predicted box and a detection needed to match them.
         step_seconds: time between the frames looked at (``stride / fps``); sets the matching buffer.
         buffer: how far boxes are grown before their overlap is measured, as a fraction of their size on each side
@@ -76,7 +77,7 @@ class Tracker:
             first-pass value for consecutive frames; the buffer grows by one box-size per second of gap.
     """
 
-    def __init__(self, fps: float, min_score: float = 0.8, lost_seconds: float = 1.0, min_iou: float = 0.1,
+    def __init__(self, fps: float, min_score: float = 0.8, lost_seconds: float = 2.0, min_iou: float = 0.1,
                  step_seconds: float | None = None, buffer: float | None = None) -> None:
         from trackers import ByteTrackTracker  # heavy (supervision, scipy): only when a video is tracked
         from trackers.utils.iou import BIoU

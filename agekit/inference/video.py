@@ -38,7 +38,7 @@ def interval_level(predictor: Predictor) -> float:
 
 
 def predict_video(predictor: Predictor, path: str | Path, stride: int = 1, draw: str | Path | None = None,
-                  on_frame: Callable[[int, int], None] | None = None, lost_seconds: float = 1.0,
+                  on_frame: Callable[[int, int], None] | None = None, lost_seconds: float = 2.0,
                   correlation_floor: float = FRAME_CORRELATION_FLOOR, taken: set[str] | None = None,
                   on_open: Callable[[VideoSource], None] | None = None) -> VideoResult:
     """Tracks with one age, interval and gender each for the video at ``path``.
