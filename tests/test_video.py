@@ -79,6 +79,28 @@ def test_stride_keeps_every_nth_frame_and_counts_all(tmp_path):
         assert idx == [0, 3, 6, 9] and src.decoded == 11
 
 
+def test_phone_rotation_metadata_is_applied(tmp_path):
+    """A landscape-coded stream with a 90 degree (counter-clockwise) display matrix, as phones write portrait clips."""
+    import av
+
+    path = tmp_path / "portrait.mp4"
+    frame = np.full((32, 64, 3), 30, np.uint8)
+    frame[:, :8] = 250  # a band along the left edge as stored
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        s.set_display_rotation(90)
+        for _ in range(3):
+            for pkt in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    with VideoSource(path) as src:
+        rgb = next(src.frames()).rgb
+    assert rgb.shape == (64, 32, 3)  # upright: portrait
+    assert rgb[-6:].mean() > 200 and rgb[:-10].mean() < 60  # the left edge, turned counter-clockwise, is the bottom
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_text("not a video at all"), "not a readable video"),
     (lambda p: p.write_bytes(b""), "not a readable video"),

@@ -79,6 +79,8 @@ def predict_video(predictor: Predictor, path: str | Path, stride: int = 1, draw:
         for res in predictor.stream_items(items(), keep_images=writer is not None):
             index, t = pending.popleft()
             out.frames_processed += 1
+            if out.frames_processed == 1 and res.width:
+                out.width, out.height = res.width, res.height  # as shown: after the rotation metadata
             if res.error is not None:
                 out.frames_failed += 1
             for stage in _FRAME_STAGES:
