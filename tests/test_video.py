@@ -130,6 +130,24 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
         VideoSource(path)
 
 
+def test_huge_frames_are_refused(tmp_path):
+    path = write_video(tmp_path / "bars.mkv", bar_frames(2))
+    with pytest.raises(VideoError, match=r"frames too large \(96x64 px > 5000 px limit\)"):
+        VideoSource(path, max_pixels=5000)
+
+
+def test_truncated_video_keeps_what_decodes_and_says_so(tmp_path):
+    frames = [np.random.default_rng(i).integers(0, 255, (90, 160, 3), dtype=np.uint8) for i in range(30)]
+    full = write_video(tmp_path / "full.mkv", frames)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    r = predict(cut, "--quiet")
+    assert r.exit_code == 0, r.output
+    notes = r.stderr.splitlines()
+    assert f"{cut}: nobody found in" in notes[0]
+    assert notes[1].startswith(f"{cut}: the file ends after ") and notes[1].endswith("of the 30 frames its header announces (truncated?)")
+
+
 def test_damaged_middle_keeps_the_rest(tmp_path):
     """Garbage over the middle of an MJPEG AVI: the frames around it decode, the video is still usable."""
     path = write_video(tmp_path / "bars.avi", bar_frames(12))

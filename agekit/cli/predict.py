@@ -214,4 +214,7 @@ def _video_notes(res) -> list[str]:
         notes.append(f"{res.path or res.name}: {res.corrupt_packets} corrupt packet(s) skipped; the frames around them are missing")
     if res.stopped:
         notes.append(f"{res.path or res.name}: decoding stopped after frame {res.frames_total - 1} ({res.stopped})")
+    elif res.frames_expected and res.frames_total < 0.9 * res.frames_expected:
+        notes.append(f"{res.path or res.name}: the file ends after {res.frames_total} of the {res.frames_expected} "
+                     "frames its header announces (truncated?)")
     return notes

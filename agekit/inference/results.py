@@ -149,8 +149,8 @@ class TrackResult:
 class VideoResult:
     """Result for one video: its tracks, or ``error`` saying in one line why it could not be used.
 
-    ``frames_total`` counts decoded frames, ``frames_processed`` those the model looked at (every
-    ``stride``-th); ``timings`` holds mean seconds per processed frame for each stage (decode, detect,
+    ``frames_total`` counts decoded frames (``frames_expected``: what the header announced, when it says),
+    ``frames_processed`` those the model looked at (every ``stride``-th); ``timings`` holds mean seconds per processed frame for each stage (decode, detect,
     align, preprocess, infer, postprocess, track, draw). ``corrupt_packets`` counts pieces of the
     stream the decoder rejected and skipped; ``stopped`` says why decoding ended early, if it did.
     """
@@ -163,6 +163,7 @@ class VideoResult:
     stride: int = 1
     codec: str | None = None
     frames_total: int = 0
+    frames_expected: int | None = None
     frames_processed: int = 0
     frames_failed: int = 0
     corrupt_packets: int = 0

@@ -61,7 +61,7 @@ def predict_video(predictor: Predictor, path: str | Path, stride: int = 1, draw:
     if on_open is not None:
         on_open(src)
     out = VideoResult(name=src.name, path=str(src.path), width=src.width, height=src.height, fps=round(src.fps, 3),
-                      stride=stride, codec=src.codec)
+                      stride=stride, codec=src.codec, frames_expected=src.frame_count)
     tracker = Tracker(src.fps, min_score=predictor.min_score, lost_seconds=lost_seconds, step_seconds=stride / src.fps)
     level = interval_level(predictor)
     age_range = model_age_range(predictor.cfg, predictor.runner.meta)
