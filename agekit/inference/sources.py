@@ -49,6 +49,9 @@ class SourceItem:
     def load(self) -> np.ndarray:
         """HxWx3 uint8 RGB, or :class:`ImageLoadError` with a one-line reason."""
         if self.path is not None:
+            if is_video(self.path):
+                raise ImageLoadError(f"{self.path}: a video, not an image (Predictor.predict_video; "
+                                     "`agekit predict` takes videos without images)")
             return load_rgb(self.path)
         if isinstance(self.data, Image.Image):
             return _to_rgb(ImageOps.exif_transpose(self.data))
@@ -265,11 +268,6 @@ class VideoSource:
                 yield VideoFrame(index, t, rgb)
                 t0 = time.perf_counter()
             self.decode_seconds += time.perf_counter() - t0
-
-    def items(self, frames: Iterable[VideoFrame] | None = None) -> Iterator[SourceItem]:
-        """The frames as in-memory :class:`SourceItem` s (named ``video.mp4#index``) for the per-image stages."""
-        for fr in self.frames() if frames is None else frames:
-            yield SourceItem(f"{self.name}#{fr.index}", data=fr.rgb)
 
     def close(self) -> None:
         self._container.close()
