@@ -50,7 +50,7 @@ def bar_frames(n: int, w: int = 96, h: int = 64) -> list[np.ndarray]:
 
 
 # -- decoding ------------------------------------------------------------------------------------------------
-CONTAINERS = [("mp4", "libx264"), ("mov", "libx264"), ("avi", "mjpeg"), ("avi", "mpeg4"), ("mkv", "libx264"),
+CONTAINERS = [("mp4", "libx264"), ("m4v", "libx264"), ("mov", "libx264"), ("avi", "mjpeg"), ("avi", "mpeg4"), ("mkv", "libx264"),
               ("mkv", "libvpx-vp9"), ("webm", "libvpx-vp9"), ("webm", "libvpx"), ("webm", "libsvtav1")]
 
 
@@ -275,6 +275,16 @@ def test_several_videos_skip_the_bad_one(tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["name"] for x in lines] == ["plain.mp4"]
     assert f"skipped {bad}: {bad}: not a readable video" in r.stderr
+
+
+def test_a_quoted_glob_expands_to_the_videos(tmp_path):
+    for name in ("a.mp4", "b.mp4"):
+        write_video(tmp_path / name, [np.full((90, 160, 3), 100, np.uint8)] * 2)
+    out = tmp_path / "t.jsonl"
+    r = predict(str(tmp_path / "*.mp4"), "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x)["name"] for x in out.read_text().splitlines()] == ["a.mp4", "b.mp4"]
+    assert "no videos match" in one_line_error(predict(str(tmp_path / "*.mkv")))
 
 
 @pytest.mark.parametrize("args, message", [

@@ -43,7 +43,7 @@ def predict_cmd(
     from ..export.formats import runner_formats
     from ..inference.draw import save_drawing
     from ..inference.predictor import Predictor
-    from ..inference.sources import SourceError, is_video, list_sources
+    from ..inference.sources import SourceError, expand_videos, is_video, list_sources
     from ..inference.writers import TRACK_SUFFIXES, open_writer
 
     from ..runtime import ModelFileError
@@ -56,6 +56,10 @@ def predict_cmd(
     if not videos and stride != 1:
         _fail("--stride applies to videos; these inputs are images")
     if videos:
+        try:
+            videos = [str(v) for v in expand_videos(videos)]
+        except SourceError as e:
+            _fail(str(e))
         if out is not None and out.suffix.lower() not in TRACK_SUFFIXES:
             _fail(f"--out {out}: video results are JSON; use a .json (one video) or .jsonl file name")
         if out is not None and out.suffix.lower() == ".json" and len(videos) > 1:

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from ..data.imageio import MAX_PIXELS, ImageLoadError, _to_rgb, load_rgb
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "SourceError", "VideoError", "SourceItem", "VideoFrame",
-           "VideoSource", "is_video", "list_sources", "array_to_rgb"]
+           "VideoSource", "is_video", "expand_videos", "list_sources", "array_to_rgb"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm"})
 # containers whose decoding the test suite checks (tests/test_video.py); PyAV reads more, these are promised
@@ -154,6 +154,21 @@ def array_to_rgb(a: Any, name: str = "array") -> np.ndarray:
 def is_video(path: str | Path) -> bool:
     """True for a file name with one of :data:`VIDEO_EXTENSIONS` (by name: the decoder checks the content)."""
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def expand_videos(args: Iterable[str | Path]) -> list[Path]:
+    """Video paths for command-line arguments: a quoted glob (``'clips/*.mp4'``) expands to the videos it
+    matches (sorted; :class:`SourceError` when none), anything else is taken as one video file."""
+    out: list[Path] = []
+    for a in args:
+        if _is_glob(str(a)):
+            found = sorted(Path(f) for f in glob.glob(str(Path(a).expanduser()), recursive=True) if is_video(f) and Path(f).is_file())
+            if not found:
+                raise SourceError(f"no videos match {a}")
+            out.extend(found)
+        else:
+            out.append(Path(a))
+    return out
 
 
 @dataclass
