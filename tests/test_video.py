@@ -248,14 +248,15 @@ def test_python_api_gives_the_same_tracks(crossing):
     assert sorted(round(t.age) for t in res.tracks)[0] < 35
 
 
-def test_video_with_nobody(tmp_path):
+@pytest.mark.parametrize("stride, looked", [(1, "10 frame(s) looked at"), (2, "5 frame(s) looked at (every 2nd of 10)")])
+def test_video_with_nobody(tmp_path, stride, looked):
     path = write_video(tmp_path / "empty room.webm", [np.full((180, 320, 3), v, np.uint8) for v in range(60, 80, 2)])
     out = tmp_path / "t.json"
-    r = predict(path, "--out", out)
+    r = predict(path, "--out", out, "--stride", stride)
     assert r.exit_code == 0, r.output
     rec = json.loads(out.read_text())
-    assert rec["status"] == "nobody found" and rec["tracks"] == [] and rec["frames_processed"] == 10
-    assert f"{path}: nobody found in 10 frame(s) looked at" in r.stderr.splitlines()
+    assert rec["status"] == "nobody found" and rec["tracks"] == [] and rec["frames_processed"] == 10 // stride
+    assert f"{path}: nobody found in {looked}" in r.stderr.splitlines()
 
 
 def test_corrupt_video_is_one_line(tmp_path):

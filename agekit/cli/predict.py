@@ -211,7 +211,7 @@ def _predict_videos(videos: list[str], predictor, out: Optional[Path], draw: Opt
 def _video_notes(res) -> list[str]:
     """One line each for what the user should know about a video that was read: nobody in it, damage skipped."""
     notes = []
-    looked = f"{res.frames_processed} frame(s) looked at" + (f" (every {res.stride}th of {res.frames_total})" if res.stride > 1 else "")
+    looked = f"{res.frames_processed} frame(s) looked at" + (f" (every {_ordinal(res.stride)} of {res.frames_total})" if res.stride > 1 else "")
     if not res.tracks:
         notes.append(f"{res.path or res.name}: nobody found in {looked}")
     if res.corrupt_packets:
@@ -222,3 +222,9 @@ def _video_notes(res) -> list[str]:
         notes.append(f"{res.path or res.name}: the file ends after {res.frames_total} of the {res.frames_expected} "
                      "frames its header announces (truncated?)")
     return notes
+
+
+def _ordinal(n: int) -> str:
+    """2 -> "2nd", 3 -> "3rd", 11 -> "11th"."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
