@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def predict_cmd(
-    sources: List[str] = typer.Argument(..., help="Image file(s), folder(s) or glob(s) (quote globs, e.g. 'photos/**/*.jpg'), or video file(s) (.mp4, .avi, .mkv, .webm, .mov)."),
+    sources: List[str] = typer.Argument(..., help="Image file(s), folder(s) or glob(s) (quote globs, e.g. 'photos/**/*.jpg'), or video file(s) (.mp4, .m4v, .mov, .avi, .mkv, .webm)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file (.safetensors, .ckpt, .onnx, .tflite); default: the bundled model."),
     backend: Optional[str] = typer.Option(None, "--backend", "-b", help="torch, onnx (onnxruntime; a .safetensors model is exported once) or tflite; default: by file type."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to this .json, .jsonl or .csv file (videos: .json for one video, .jsonl for several)."),
