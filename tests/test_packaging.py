@@ -16,7 +16,9 @@ import pytest
 from agekit.data.lds import lds_weights
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_ONLY = ("pytest", "_pytest", "skimage", "scipy")  # pulled in by the test extra, not by `pip install .`
+# pulled in by the test extra, not by `pip install .` -- except scipy, which the video tracker (trackers) now brings;
+# agekit's own modules must still import without it (LDS is numpy-only; the tracker is imported when a video runs)
+TEST_ONLY = ("pytest", "_pytest", "skimage", "scipy")
 
 _IMPORT_ALL = f"""
 import importlib, pkgutil, re, sys

@@ -14,7 +14,7 @@ import pandas as pd
 from ..data.imageio import load_rgb
 from ..data.manifest import resolve_paths
 
-__all__ = ["paste_chip", "make_photo", "PipelineCheck", "run_pipeline_check"]
+__all__ = ["paste_chip", "make_photo", "crossing_faces_frames", "PipelineCheck", "run_pipeline_check"]
 
 
 def paste_chip(canvas: np.ndarray, chip: np.ndarray, center: tuple[float, float], scale: float, angle: float) -> None:
@@ -36,6 +36,40 @@ def make_photo(chip: np.ndarray, rng: np.random.Generator, size: int = 640) -> n
     cx, cy = rng.uniform(r, size - r, 2)
     paste_chip(canvas, chip, (float(cx), float(cy)), scale, angle)
     return canvas
+
+
+def crossing_faces_frames(chips: list[np.ndarray], n_frames: int, size: tuple[int, int] = (640, 360),
+                          scale: float = 0.6, offset: float = 0.2) -> list[np.ndarray]:
+    """A video scene: face chips moving across a gradient background, for tracking checks and benchmarks.
+
+    One chip walks left to right. Two chips walk towards each other along diagonals that cross in the middle
+    of the frame (``offset``: their vertical separation at the crossing, as a fraction of the chip's pasted
+    size; 0 = the front face hides the other completely), the second one passing in front.
+    Returns ``n_frames`` HxWx3 uint8 RGB frames of ``size`` (width, height).
+    """
+    if not 1 <= len(chips) <= 2:
+        raise ValueError(f"crossing_faces_frames takes one or two chips, got {len(chips)}")
+    w, h = size
+    bg = np.empty((h, w, 3), np.uint8)
+    bg[:] = np.linspace(70, 200, w, dtype=np.uint8)[None, :, None]
+    bg[..., 2] = np.linspace(180, 90, h, dtype=np.uint8)[:, None]
+    side = 200 * scale
+    margin = side * 0.75
+    sep = side * offset / 2
+    if len(chips) == 1:
+        paths = [((margin, h / 2), (w - margin, h / 2))]
+    else:
+        paths = [((margin, h / 2 - side * 0.35 - sep), (w - margin, h / 2 + side * 0.35 - sep)),
+                 ((w - margin, h / 2 - side * 0.35 + sep), (margin, h / 2 + side * 0.35 + sep))]
+    frames = []
+    for i in range(n_frames):
+        a = i / max(n_frames - 1, 1)
+        canvas = bg.copy()
+        for chip, (p0, p1) in zip(chips, paths):
+            center = (p0[0] + a * (p1[0] - p0[0]), p0[1] + a * (p1[1] - p0[1]))
+            paste_chip(canvas, chip, center, side / max(chip.shape[:2]), 0.0)
+        frames.append(canvas)
+    return frames
 
 
 @dataclass

@@ -1,6 +1,8 @@
-"""Prediction on real photos: detect faces, align them like the training chips, estimate age and gender.
+"""Prediction on real photos and videos: detect faces, align them like the training chips, estimate age and
+gender; in videos, track people across frames and give each track one estimate.
 
-``from agekit import Predictor`` is the usual entry point; the stages are importable on their own.
+``from agekit import Predictor`` is the usual entry point (``predict`` for images, ``predict_video`` for
+videos); the stages are importable on their own.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 __all__ = [
     "Predictor", "ImageResult", "FaceResult", "Detection", "FaceDetector", "DETECTORS", "create_detector",
     "register_detector", "align_face", "TEMPLATE", "load_runner", "ModelFileError", "summarize_timings",
+    "VideoResult", "TrackResult", "Observation", "VideoSource", "VideoError", "predict_video",
 ]
 
 _LAZY = {
@@ -16,6 +19,8 @@ _LAZY = {
     "Detection": "detectors", "FaceDetector": "detectors", "DETECTORS": "detectors", "create_detector": "detectors",
     "register_detector": "detectors", "align_face": "agekit.data.align", "TEMPLATE": "agekit.data.align",
     "load_runner": "agekit.runtime", "ModelFileError": "agekit.runtime",
+    "VideoResult": "results", "TrackResult": "results", "Observation": "results", "VideoSource": "sources",
+    "VideoError": "sources", "predict_video": "video",
 }
 
 

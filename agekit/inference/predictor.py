@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from ..runtime.runner import reported_gender
 from .detectors import Detection, FaceDetector, create_detector
 from .results import FaceResult, ImageResult
 from .sources import SourceItem, list_sources
+
+if TYPE_CHECKING:
+    from .results import VideoResult
 
 __all__ = ["Predictor", "STAGES", "summarize_timings", "ModelFileError"]
 
@@ -82,10 +85,14 @@ class Predictor:
 
     def stream(self, source: Any, keep_images: bool = False) -> Iterator[ImageResult]:
         """Like :meth:`predict` but yields results in input order as soon as their batch is done."""
+        return self.stream_items(list_sources(source), keep_images=keep_images)
+
+    def stream_items(self, items: Iterable[SourceItem], keep_images: bool = False) -> Iterator[ImageResult]:
+        """:meth:`stream` over inputs that are already listed; ``items`` is consumed lazily (video frames)."""
         pending: list[tuple[ImageResult, list[np.ndarray]]] = []
         n_crops = 0
         max_pending = 8 if keep_images else 4 * self.batch_size  # decoded photos are big; crops are not
-        for item in list_sources(source):
+        for item in items:
             res, crops = self.prepare(item, keep_image=keep_images)
             pending.append((res, crops))
             n_crops += len(crops)
@@ -93,6 +100,20 @@ class Predictor:
                 yield from self._finish(pending)
                 pending, n_crops = [], 0
         yield from self._finish(pending)
+
+    def predict_video(self, path: str | Path, stride: int = 1, draw: str | Path | None = None,
+                      on_frame: Callable[[int, int], None] | None = None, **kwargs: Any) -> VideoResult:
+        """Track the people in a video and give each track one age, interval and gender.
+
+        ``stride``: look at every Nth frame; ``draw``: a folder for the annotated ``<name>.mp4``;
+        ``on_frame(frames_done, tracks_so_far)`` is called after each processed frame (progress bars).
+        Other keyword arguments go to :func:`agekit.inference.video.predict_video`. A video that cannot be
+        used raises :class:`~agekit.inference.sources.VideoError` (one line); one with nobody in it gives a
+        result with no tracks (``status`` "nobody found").
+        """
+        from .video import predict_video  # the video pipeline builds on this class, so it is imported late
+
+        return predict_video(self, path, stride=stride, draw=draw, on_frame=on_frame, **kwargs)
 
     def prepare(self, item: SourceItem, keep_image: bool = False) -> tuple[ImageResult, list[np.ndarray]]:
         """Stages that work per image: load -> detect -> align. Returns the result so far and its chips."""

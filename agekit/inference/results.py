@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FaceResult", "ImageResult", "NO_FACE"]
+__all__ = ["FaceResult", "ImageResult", "NO_FACE", "NOBODY", "Observation", "TrackResult", "VideoResult"]
 
 NO_FACE = "no face detected"
 
@@ -84,5 +84,109 @@ class ImageResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("image")
+        d["status"] = self.status
+        return d
+
+
+# -- video ---------------------------------------------------------------------------------------------------
+NOBODY = "nobody found"
+
+
+@dataclass
+class Observation:
+    """One detection in one video frame, as tracking and per-track aggregation see it.
+
+    The per-frame predictor output reduced to what any detection kind (a face today, a person with a
+    face and a body later) has: a box, a score, the age with its calibrated interval and P(female).
+    """
+
+    frame: int
+    time: float
+    box: tuple[float, float, float, float]
+    score: float
+    age: float
+    age_low: float | None = None
+    age_high: float | None = None
+    p_female: float | None = None
+
+
+@dataclass
+class TrackResult:
+    """One tracked person: the aggregate over its frames and every frame's own observation.
+
+    ``age`` is the winsorised mean of the frames' ages and ``age_low``/``age_high`` an interval that
+    narrows with the evidence (``agekit.inference.aggregation``); ``effective_frames`` is how many
+    independent looks the frames were worth. ``gender`` follows the mean P(female) over the frames;
+    ``gender_prob`` is the probability of the reported gender.
+    """
+
+    id: int
+    first_frame: int
+    last_frame: int
+    num_frames: int
+    age: float
+    age_low: float | None
+    age_high: float | None
+    gender: str | None
+    gender_prob: float | None
+    p_female: float | None
+    effective_frames: float
+    frames: list[Observation] = field(default_factory=list)
+
+    @property
+    def interval(self) -> str | None:
+        if self.age_low is None or self.age_high is None:
+            return None
+        return f"{self.age_low:.0f}-{self.age_high:.0f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["interval"] = self.interval
+        return d
+
+
+@dataclass
+class VideoResult:
+    """Result for one video: its tracks, or ``error`` saying in one line why it could not be used.
+
+    ``frames_total`` counts decoded frames (``frames_expected``: what the header announced, when it says),
+    ``frames_processed`` those the model looked at (every ``stride``-th); ``timings`` holds mean seconds per processed frame for each stage (decode, detect,
+    align, preprocess, infer, postprocess, track, draw). ``corrupt_packets`` counts pieces of the
+    stream the decoder rejected and skipped; ``stopped`` says why decoding ended early, if it did.
+    """
+
+    name: str
+    path: str | None = None
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    stride: int = 1
+    codec: str | None = None
+    frames_total: int = 0
+    frames_expected: int | None = None
+    frames_processed: int = 0
+    frames_failed: int = 0
+    corrupt_packets: int = 0
+    stopped: str | None = None
+    tracks: list[TrackResult] = field(default_factory=list)
+    error: str | None = None
+    drawing: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"nobody found"`` or the error's reason (without the file path it starts with)."""
+        if self.error is not None:
+            prefix = f"{self.path}: "
+            return self.error[len(prefix):] if self.path and self.error.startswith(prefix) else self.error
+        return "ok" if self.tracks else NOBODY
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tracks"] = [t.to_dict() for t in self.tracks]
         d["status"] = self.status
         return d

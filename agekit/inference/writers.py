@@ -1,7 +1,8 @@
 """Write prediction results as they arrive (JSON, JSON Lines or CSV), so a long run keeps what it did.
 
 Every input appears in the output: images without a face or that could not be read get a record
-with their ``status`` and no face fields.
+with their ``status`` and no face fields. Videos (:class:`TrackWriter`) get one JSON object each: the
+video's facts and its tracks, each with its per-frame observations.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import math
 from pathlib import Path
 from typing import IO, Any
 
-from .results import ImageResult
+from .results import ImageResult, VideoResult
 
-__all__ = ["result_record", "ResultWriter", "JsonWriter", "JsonlWriter", "CsvWriter", "open_writer", "WRITER_SUFFIXES", "CSV_COLUMNS"]
+__all__ = ["result_record", "ResultWriter", "JsonWriter", "JsonlWriter", "CsvWriter", "open_writer", "WRITER_SUFFIXES",
+           "CSV_COLUMNS", "TrackWriter", "video_record", "TRACK_SUFFIXES"]
 
 _LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 CSV_COLUMNS = ["image", "path", "status", "width", "height", "face", "x0", "y0", "x1", "y1", "score", "age", "age_low",
@@ -121,3 +123,59 @@ def open_writer(path: str | Path) -> ResultWriter:
     if suffix not in WRITER_SUFFIXES:
         raise ValueError(f"cannot write results to {path}: use a .json, .jsonl or .csv file name")
     return WRITER_SUFFIXES[suffix](path)
+
+
+# -- videos ---------------------------------------------------------------------------------------------------
+TRACK_SUFFIXES = (".json", ".jsonl")
+
+
+def _rounded(v: Any, nd: int = 3) -> Any:
+    if isinstance(v, float):
+        return None if math.isnan(v) else round(v, nd)
+    if isinstance(v, dict):
+        return {k: _rounded(x, nd) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_rounded(x, nd) for x in v]
+    return v
+
+
+def video_record(res: VideoResult) -> dict[str, Any]:
+    """The JSON object for one video: its facts, ``status``, ``timings`` (ms per processed frame) and ``tracks``
+    (``id``, ``first_frame``, ``last_frame``, ``num_frames``, ``age``, ``age_low``/``age_high``, ``interval``,
+    ``gender``, ``gender_prob``, ``p_female``, ``effective_frames``, ``frames``: one record per observation
+    with ``frame``, ``time``, ``box`` and that frame's own ``score``, ``age``, interval and ``p_female``)."""
+    d = res.to_dict()
+    d["timings"] = {f"{k}_ms": round(v * 1e3, 2) for k, v in d["timings"].items()}
+    return _rounded(d)
+
+
+class TrackWriter:
+    """Video results to ``.json`` (one video: a JSON object) or ``.jsonl`` (one object per line, any number
+    of videos), each written as soon as its video is done. Compact JSON: a long video has many frames."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in TRACK_SUFFIXES:
+            raise ValueError(f"cannot write video results to {path}: use a .json or .jsonl file name")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lines = self.path.suffix.lower() == ".jsonl"
+        self._f: IO[str] = open(self.path, "w", encoding="utf-8")
+        self.count = 0
+
+    def write(self, res: VideoResult) -> None:
+        if self.count and not self._lines:
+            raise ValueError(f"{self.path}: a .json file holds one video; use .jsonl for several")
+        rec = video_record(res)
+        self._f.write(json.dumps(rec) + "\n")
+        self._f.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> "TrackWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
