@@ -1,4 +1,5 @@
-"""Prediction on real photos: detect faces, align them like the training chips, estimate age and gender.
+"""Prediction on real photos: detect faces, align them like the training chips, estimate age and gender;
+in person mode also detect people, pair them with faces and estimate from face, body or both.
 
 ``from agekit import Predictor`` is the usual entry point; the stages are importable on their own.
 """
@@ -9,13 +10,18 @@ from typing import Any
 __all__ = [
     "Predictor", "ImageResult", "FaceResult", "Detection", "FaceDetector", "DETECTORS", "create_detector",
     "register_detector", "align_face", "TEMPLATE", "load_runner", "ModelFileError", "summarize_timings",
+    "PersonResult", "PersonDetection", "PersonDetector", "PERSON_DETECTORS", "create_person_detector",
+    "register_person_detector", "pair_faces",
 ]
 
 _LAZY = {
     "Predictor": "predictor", "summarize_timings": "predictor", "ImageResult": "results", "FaceResult": "results",
     "Detection": "detectors", "FaceDetector": "detectors", "DETECTORS": "detectors", "create_detector": "detectors",
     "register_detector": "detectors", "align_face": "agekit.data.align", "TEMPLATE": "agekit.data.align",
-    "load_runner": "agekit.runtime", "ModelFileError": "agekit.runtime",
+    "load_runner": "agekit.runtime", "ModelFileError": "agekit.runtime", "PersonResult": "results",
+    "PersonDetection": "person_detectors", "PersonDetector": "person_detectors", "PERSON_DETECTORS": "person_detectors",
+    "create_person_detector": "person_detectors", "register_person_detector": "person_detectors",
+    "pair_faces": "pairing",
 }
 
 
