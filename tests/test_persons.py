@@ -261,6 +261,10 @@ def test_face_crops_skip_detection(bundled_model_file, tmp_path):
     cv2.imwrite(str(path), cv2.cvtColor(chip, cv2.COLOR_RGB2BGR))
     (face_mode,) = Predictor(bundled_model_file, crops="face", threads=1).predict(path)
     assert face_mode.persons is None and len(face_mode.faces) == 1 and face_mode.faces[0].box == (0.0, 0.0, 200.0, 200.0)
+    assert face_mode.faces[0].landmarks == () and 5 < face_mode.faces[0].age < 80
+    with open_writer(tmp_path / "r.json") as w:
+        w.write(face_mode)
+    assert "NaN" not in (tmp_path / "r.json").read_text()
     (person_mode,) = Predictor(bundled_model_file, crops="face", persons=True, threads=1).predict(path)
     (p,) = person_mode.persons
     assert p.inputs == "face" and p.person_box is None and p.age == pytest.approx(face_mode.faces[0].age)

@@ -82,24 +82,30 @@ def create_person_detector(detector: str | PersonDetector = "mediapipe_pose", **
 # Body box from BlazePose's full-body key points, as multiples of r = |kp1 - kp0| (hip centre to the
 # size point, which sits near the top of the head): from the hips up UP*r, down DOWN*r, and HALF_WIDTH*r
 # to each side of the body axis. Fitted by grid search to the annotators' boxes of 200 PETA people
-# that scripts/person_detector_check.py does not score (--fit-body-box reruns it).
+# that scripts/person_detector_check.py does not score (--fit-body-box reruns it). The half-width is
+# capped at MAX_HEAD_WIDTHS head sizes (the head box's longer side): on a close-up the hips lie far
+# below the image, r is huge, and the box would span the whole photo instead of the shoulders.
 BODY_UP, BODY_DOWN, BODY_HALF_WIDTH = 0.9, 1.0, 0.3
+MAX_HEAD_WIDTHS = 2.5
 
 
 def body_box(keypoints: np.ndarray, head_box: np.ndarray, width: int, height: int,
-             up: float = BODY_UP, down: float = BODY_DOWN, half_width: float = BODY_HALF_WIDTH) -> np.ndarray:
+             up: float = BODY_UP, down: float = BODY_DOWN, half_width: float = BODY_HALF_WIDTH,
+             max_head_widths: float = MAX_HEAD_WIDTHS) -> np.ndarray:
     """Axis-aligned box around the body rectangle along the hip->head axis, joined with the head box,
     clipped to the image. Works for tilted and lying people since the rectangle follows the axis."""
     hip, top = np.asarray(keypoints[0], np.float64), np.asarray(keypoints[1], np.float64)
+    head = np.asarray(head_box, np.float64).reshape(2, 2)
     axis = top - hip
     r = float(np.hypot(*axis))
     if r < 1e-6:
-        corners = np.asarray(head_box, np.float64).reshape(2, 2)
+        corners = head
     else:
         u = axis / r
         n = np.array([-u[1], u[0]])
-        corners = np.array([hip + u * r * a + n * r * b for a in (up, -down) for b in (half_width, -half_width)])
-        corners = np.concatenate([corners, np.asarray(head_box, np.float64).reshape(2, 2)])
+        side = min(half_width * r, max_head_widths * float(np.abs(head[1] - head[0]).max()))
+        corners = np.array([hip + u * r * a + n * b for a in (up, -down) for b in (side, -side)])
+        corners = np.concatenate([corners, head])
     x0, y0 = corners.min(0)
     x1, y1 = corners.max(0)
     return np.array([np.clip(x0, 0, width), np.clip(y0, 0, height), np.clip(x1, 0, width), np.clip(y1, 0, height)],

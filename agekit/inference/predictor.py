@@ -181,8 +181,7 @@ class Predictor:
                 person = PersonResult(person_box=None, face_box=whole, inputs="face", score=1.0)
                 res.persons = [person]
                 return [(person, chip, None)]
-            face = FaceResult(box=whole, landmarks=tuple((float("nan"), float("nan")) for _ in range(5)), score=1.0,
-                              age=float("nan"), gender=None, gender_prob=None)
+            face = FaceResult(box=whole, landmarks=(), score=1.0, age=float("nan"), gender=None, gender_prob=None)
             res.faces = [face]
             return [(face, chip, None)]
         person = PersonResult(person_box=whole, face_box=None, inputs="body", score=1.0)

@@ -30,7 +30,8 @@ def age_label(age: float | None, low: float | None, high: float | None, gender: 
 
 @dataclass
 class FaceResult:
-    """``box`` xyxy and ``landmarks`` (5 x [x, y]) in original-image pixels.
+    """``box`` xyxy and ``landmarks`` (5 x [x, y]) in original-image pixels (no landmarks for a given face
+    chip, ``--crops face``: the box is then the whole chip).
 
     ``gender_prob`` is the probability of the reported ``gender`` (P(female) when female, else
     1 - P(female)), so it is at least 0.5; ``None`` for a model without a gender head.
