@@ -37,7 +37,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from agekit.evaluation.scenes import box_iou, compose_scene, match_detections  # noqa: E402
+from agekit.data.boxes import box_iou  # noqa: E402
+from agekit.evaluation.scenes import compose_scene, match_detections  # noqa: E402
 
 BACKGROUNDS = ("rocket", "coffee", "chelsea", "brick", "grass", "gravel", "moon", "hubble_deep_field", "clock", "coins")
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from agekit.data.imageio import load_rgb
-from agekit.evaluation.scenes import box_iou, compose_scene, match_detections, paste_person
+from agekit.data.boxes import box_areas, box_intersections, box_iou
+from agekit.evaluation.scenes import compose_scene, match_detections, paste_person
 from agekit.inference.defaults import example_photo_path
 from agekit.inference.mediapipe_ssd import (POSE_ANCHORS, POSE_DECODE, AnchorOptions, decode_boxes, letterbox,
                                             ssd_anchors, unletterbox, weighted_nms)
@@ -163,6 +164,15 @@ def test_tiles_cover_the_image(detector):
     assert all(x1 - x0 == side == y1 - y0 for x0, y0, x1, y1 in tiles)
     assert min(t[0] for t in tiles) == 0 and max(t[2] for t in tiles) == 640 and max(t[3] for t in tiles) == 480
     assert detector.tiles(300, 340) == []  # a tile would be smaller than the model's input
+
+
+def test_box_overlap():
+    a = np.array([[0, 0, 10, 10], [5, 5, 15, 15]])
+    b = np.array([[0, 0, 10, 10], [20, 20, 20, 30]])  # the second one is empty
+    np.testing.assert_allclose(box_areas(a), [100, 100])
+    np.testing.assert_allclose(box_intersections(a, b), [[100, 0], [25, 0]])
+    np.testing.assert_allclose(box_iou(a, b), [[1, 0], [25 / 175, 0]])
+    assert box_iou(b[1], b[1])[0, 0] == 0  # empty with empty: no overlap, no division by zero
 
 
 def test_match_detections_counts():

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-__all__ = ["Scene", "paste_person", "compose_scene", "box_iou", "match_detections"]
+from ..data.boxes import box_iou
+
+__all__ = ["Scene", "paste_person", "compose_scene", "match_detections"]
 
 
 @dataclass
@@ -37,17 +39,6 @@ def paste_person(canvas: np.ndarray, photo: np.ndarray, box: tuple[int, int, int
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     canvas[cy0:cy1, cx0:cx1] = img[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
     return np.array([cx0, cy0, cx1, cy1], dtype=np.float32)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of xyxy boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
 def compose_scene(background: np.ndarray, people: list[tuple[np.ndarray, str]], rng: np.random.Generator,

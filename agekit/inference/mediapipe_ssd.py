@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..data.boxes import box_iou
+
 __all__ = ["AnchorOptions", "DecodeOptions", "POSE_ANCHORS", "POSE_DECODE", "ssd_anchors", "decode_boxes",
            "weighted_nms", "letterbox", "unletterbox"]
 
@@ -124,15 +126,6 @@ def decode_boxes(raw: np.ndarray, scores: np.ndarray, anchors: np.ndarray, o: De
     return boxes, np.stack([kx, ky], axis=2), prob
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
-    union = area(box) + area(boxes) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
 def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
                  iou_threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``NonMaxSuppressionCalculator`` with ``algorithm: WEIGHTED``: each kept detection is the score-weighted
@@ -142,7 +135,7 @@ def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
     out_b, out_k, out_s = [], [], []
     while order.size:
         top = order[0]
-        overlap = _iou(boxes[top], boxes[order]) > iou_threshold
+        overlap = box_iou(boxes[top], boxes[order])[0] > iou_threshold
         overlap[0] = True
         group, order = order[overlap], order[~overlap]
         w = scores[group][:, None]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.boxes import box_areas, box_intersections, box_iou
+
 __all__ = ["max_weight_assignment", "pair_faces", "pair_scores", "MIN_FACE_INSIDE"]
 
 MIN_FACE_INSIDE = 0.5
@@ -68,17 +70,10 @@ def max_weight_assignment(weight: np.ndarray) -> list[tuple[int, int]]:
 
 def pair_scores(person_boxes: np.ndarray, face_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """((P, F) pair score = (IoU + face share inside) / 2, (P, F) face share inside the person box)."""
-    p = np.asarray(person_boxes, dtype=np.float64).reshape(-1, 4)
-    f = np.asarray(face_boxes, dtype=np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(p[:, None, 2], f[None, :, 2]) - np.maximum(p[:, None, 0], f[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(p[:, None, 3], f[None, :, 3]) - np.maximum(p[:, None, 1], f[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_p = np.clip(p[:, 2] - p[:, 0], 0, None) * np.clip(p[:, 3] - p[:, 1], 0, None)
-    area_f = np.clip(f[:, 2] - f[:, 0], 0, None) * np.clip(f[:, 3] - f[:, 1], 0, None)
-    union = area_p[:, None] + area_f[None, :] - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-    inside = np.where(area_f[None, :] > 0, inter / np.maximum(area_f[None, :], 1e-12), 0.0)
-    return (iou + inside) / 2, inside
+    inter = box_intersections(person_boxes, face_boxes)
+    area_f = box_areas(face_boxes)[None, :]
+    inside = np.where(area_f > 0, inter / np.maximum(area_f, 1e-12), 0.0)
+    return (box_iou(person_boxes, face_boxes) + inside) / 2, inside
 
 
 def pair_faces(person_boxes: np.ndarray, face_boxes: np.ndarray,

@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..data.boxes import box_iou
 from ..runtime.sessions import default_threads
 from .mediapipe_ssd import POSE_ANCHORS, POSE_DECODE, decode_boxes, letterbox, ssd_anchors, unletterbox, weighted_nms
 
@@ -112,14 +113,6 @@ def body_box(keypoints: np.ndarray, head_box: np.ndarray, width: int, height: in
                     dtype=np.float32)
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 _INTERPRETERS: dict[int, Any] = {}
 _LOCK = threading.Lock()
 
@@ -186,7 +179,7 @@ class MediaPipePoseDetector:
             box = body_box(kp, head, w, h)
             # one person seen by several views can come back with different head boxes (close-ups especially):
             # keep the best of bodies that overlap this much
-            if all(_box_iou(box, o.box) <= self.body_nms_threshold for o in out):
+            if not out or box_iou(box, [o.box for o in out]).max() <= self.body_nms_threshold:
                 out.append(PersonDetection(box, float(s), head, kp.astype(np.float32)))
         return out
 
