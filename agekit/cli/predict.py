@@ -1,5 +1,5 @@
-"""`agekit predict`: age and gender for the faces in photos, or for the people tracked in videos, as a table,
-a results file and drawings."""
+"""`agekit predict`: age and gender for the faces (or, with --persons, the people) in photos, or for the people
+tracked in videos, as a table, a results file and drawings."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,15 +37,18 @@ def predict_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each face with its mirror image."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No results table (use with --out)."),
+    persons: bool = typer.Option(False, "--persons", help="One result per person (face+body, face only or body only) instead of per face."),
+    crops: Optional[str] = typer.Option(None, "--crops", help="Inputs are already crops, skip detection: 'face' (face chips) or 'person' (one person per image; implies --persons)."),
 ) -> None:
-    """Estimate age and gender for every face in images, or for every person tracked in videos: prints a table,
-    optionally writes a results file and drawings."""
+    """Estimate age and gender for every face (or person) in images, or for every person tracked in videos: prints a
+    table, optionally writes a results file and drawings."""
     from ..export.formats import runner_formats
     from ..inference.draw import save_drawing
     from ..inference.predictor import Predictor
     from ..inference.sources import SourceError, expand_videos, is_video, list_sources
     from ..inference.writers import TRACK_SUFFIXES, open_writer
 
+    from ..inference.person_detectors import PersonDetectorError
     from ..runtime import ModelFileError
 
     if backend is not None and backend not in runner_formats():
@@ -66,6 +69,8 @@ def predict_cmd(
             _fail(f"--out {out}: a .json file holds one video; use a .jsonl file name for {len(videos)} videos")
     elif out is not None and out.suffix.lower() not in (".json", ".jsonl", ".csv"):
         _fail(f"--out {out}: use a .json, .jsonl or .csv file name")
+    if crops is not None and crops not in ("face", "person"):
+        _fail(f"--crops {crops!r}: use 'face' or 'person'")
     items = []
     if not videos:
         try:  # one argument must exist; among several, a missing file is reported like a bad image
@@ -74,8 +79,8 @@ def predict_cmd(
             _fail(str(e))
     try:
         predictor = Predictor(model, backend=backend, device=device, batch_size=batch_size, flip_tta=tta,
-                              min_score=min_score, threads=threads)
-    except (ModelFileError, ValueError) as e:
+                              min_score=min_score, threads=threads, persons=persons, crops=crops)
+    except (ModelFileError, PersonDetectorError, ValueError) as e:
         _fail(str(e))
     if predictor.backend_name != "torch":  # torch only normalises crops then; tiny ops gain nothing from more threads
         import torch
@@ -85,11 +90,16 @@ def predict_cmd(
         _predict_videos(videos, predictor, out, draw, stride, quiet)
         return
 
-    writer = open_writer(out) if out is not None else None
+    writer = open_writer(out, persons=predictor.persons) if out is not None else None
     calibrated = predictor.runner.calibration is not None
     interval_col = ["interval"] if calibrated else []
-    table = Table("image", "face", "box (x0,y0,x1,y1)", "age", *interval_col, "gender", "prob", title=f"agekit predict ({predictor.cfg.name}, {predictor.backend_name})")
-    n_images = n_read = n_faces = n_noface = 0
+    title = f"agekit predict ({predictor.cfg.name}, {predictor.backend_name})"
+    if predictor.persons:
+        table = Table("image", "person", "inputs", "person box", "face box", "age", *interval_col, "gender", "prob", title=title)
+    else:
+        table = Table("image", "face", "box (x0,y0,x1,y1)", "age", *interval_col, "gender", "prob", title=title)
+    blank = [""] * (len(table.columns) - 3)
+    n_images = n_read = n_found = n_none = 0
     taken: set[str] = set()
     try:
         for res in predictor.stream(items, keep_images=draw is not None):
@@ -98,27 +108,34 @@ def predict_cmd(
                 writer.write(res)
             if res.error is not None:
                 err.print(f"skipped {res.path or res.name}: {res.status}", highlight=False, markup=False, soft_wrap=True)
-                table.add_row(escape(res.name), "-", f"[red]{escape(res.status)}[/]", "", *([""] * len(interval_col)), "", "")
+                table.add_row(escape(res.name), "-", f"[red]{escape(res.status)}[/]", *blank)
                 continue
             n_read += 1
             if draw is not None:
                 save_drawing(res, draw, taken)
                 res.image = None  # drawn: free the memory
-            if not res.faces:
-                n_noface += 1
-                table.add_row(escape(res.name), "-", "[yellow]no face detected[/]", "", *([""] * len(interval_col)), "", "")
-            for i, f in enumerate(res.faces):
-                n_faces += 1
-                box = ",".join(f"{v:.0f}" for v in f.box)
-                table.add_row(escape(res.name), str(i), box, f"{f.age:.1f}", *([f.interval or "-"] if calibrated else []),
-                              f.gender or "-",
-                              "-" if f.gender_prob is None else f"{f.gender_prob:.2f}")
+            found = res.persons if res.persons is not None else res.faces
+            if not found:
+                n_none += 1
+                table.add_row(escape(res.name), "-", f"[yellow]{res.status}[/]", *blank)
+            for i, f in enumerate(found):
+                n_found += 1
+                age = "-" if f.age is None or f.age != f.age else f"{f.age:.1f}"
+                tail = [*([f.interval or "-"] if calibrated else []), f.gender or "-",
+                        "-" if f.gender_prob is None else f"{f.gender_prob:.2f}"]
+                if res.persons is not None:
+                    what = f.inputs if f.age is not None else f"{f.inputs}: {escape(f.note or '')}"
+                    table.add_row(escape(res.name), str(i), what, _box(f.person_box), _box(f.face_box), age, *tail)
+                else:
+                    table.add_row(escape(res.name), str(i), _box(f.box), age, *tail)
     finally:
         if writer is not None:
             writer.close()
     if not quiet:
         console.print(table)
-    summary = f"{n_images} image(s): {n_faces} face(s), {n_noface} without a face, {n_images - n_read} skipped"
+    what = "person(s)" if predictor.persons else "face(s)"
+    nothing = "without a person" if predictor.persons else "without a face"
+    summary = f"{n_images} image(s): {n_found} {what}, {n_none} {nothing}, {n_images - n_read} skipped"
     if out is not None:
         summary += f"; results: {out}"
     if draw is not None:
@@ -228,3 +245,7 @@ def _ordinal(n: int) -> str:
     """2 -> "2nd", 3 -> "3rd", 11 -> "11th"."""
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
+
+
+def _box(box: tuple[float, ...] | None) -> str:
+    return "-" if box is None else ",".join(f"{v:.0f}" for v in box)

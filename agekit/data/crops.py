@@ -14,12 +14,16 @@ is one specification, :class:`CropSpec`, with two ways to make a chip:
 face box but no landmarks is an error: a box alone does not say how to align the face, and
 cropping it some other way is exactly the mismatch this module removes. Resizing the chip to the
 model's input size stays :func:`agekit.data.transforms.resize_crop` (``crops_to_batch``).
+
+A person's body input (MiVOLO's second crop) is :func:`body_crop`: the person box letterboxed, other
+people blacked out, under the reference implementation's rules (:func:`body_crop_problem`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -27,7 +31,8 @@ from .align import CHIP_SIZE, TEMPLATE, align_face
 from .manifest import FACE_BOX, PERSON_BOX, landmarks_array
 from .transforms import resize_crop
 
-__all__ = ["CropSpec", "CropError", "CropMode", "CROP_MODES", "row_crop_modes", "rows_needing_landmarks", "PREPARE_HINT"]
+__all__ = ["CropSpec", "CropError", "CropMode", "CROP_MODES", "row_crop_modes", "rows_needing_landmarks", "PREPARE_HINT",
+           "body_crop", "body_crop_problem", "body_visible_mask", "MIN_BODY_SIDE", "MIN_BODY_VISIBLE", "EDGE_SNAP"]
 
 CropMode = Literal["auto", "chip", "align"]
 CROP_MODES = ("auto", "chip", "align")
@@ -112,3 +117,74 @@ def row_crop_modes(df: pd.DataFrame, spec: CropSpec) -> tuple[np.ndarray, np.nda
         what = "have a face box but no five-point landmarks" if spec.mode == "auto" else "have no five-point landmarks"
         raise CropError(f"{int(need.sum())} of {len(df)} rows {what} (e.g. {df['path'].iat[i]}); {PREPARE_HINT}")
     return modes, lm
+
+
+# -- body crops (MiVOLO's face+body input) ---------------------------------------------------------------
+# The reference implementation's rules: other people inside a body crop are blacked out; a mask box that
+# comes within EDGE_SNAP of the crop's border is extended to it (a sliver of someone else left at the edge
+# is still someone else); a body crop under MIN_BODY_SIDE px on a side, or less than MIN_BODY_VISIBLE of
+# it left after masking, is not used.
+MIN_BODY_SIDE = 50
+MIN_BODY_VISIBLE = 0.4
+EDGE_SNAP = 0.3
+
+
+def _int_box(box, width: int, height: int) -> tuple[int, int, int, int]:
+    """A float xyxy box as whole pixels inside the image (floor the start, ceil the end)."""
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
+    return (int(np.clip(np.floor(x0), 0, width)), int(np.clip(np.floor(y0), 0, height)),
+            int(np.clip(np.ceil(x1), 0, width)), int(np.clip(np.ceil(y1), 0, height)))
+
+
+def body_visible_mask(person_box, mask_boxes, width: int, height: int) -> np.ndarray:
+    """(h, w) bool over the person box's pixels: True where nothing is masked (the reference's edge rule)."""
+    x0, y0, x1, y1 = _int_box(person_box, width, height)
+    h, w = y1 - y0, x1 - x0
+    visible = np.ones((max(h, 0), max(w, 0)), dtype=bool)
+    if not visible.size:
+        return visible
+    for box in [] if mask_boxes is None else np.asarray(mask_boxes, dtype=np.float64).reshape(-1, 4):
+        ox0, oy0, ox1, oy1 = _int_box(box, width, height)
+        ox0, oy0, ox1, oy1 = max(ox0 - x0, 0), max(oy0 - y0, 0), min(ox1 - x0, w), min(oy1 - y0, h)
+        if ox1 <= ox0 or oy1 <= oy0:
+            continue  # does not reach into this person's box
+        oy0 = 0 if oy0 / h < EDGE_SNAP else oy0
+        oy1 = h if (h - oy1) / h < EDGE_SNAP else oy1
+        ox0 = 0 if ox0 / w < EDGE_SNAP else ox0
+        ox1 = w if (w - ox1) / w < EDGE_SNAP else ox1
+        visible[oy0:oy1, ox0:ox1] = False
+    return visible
+
+
+def body_crop_problem(rgb_shape: tuple[int, ...], person_box, mask_boxes=None) -> str | None:
+    """Why this person's body crop is not used (too small, too little visible), or None when it is usable."""
+    height, width = rgb_shape[:2]
+    x0, y0, x1, y1 = _int_box(person_box, width, height)
+    if min(x1 - x0, y1 - y0) < MIN_BODY_SIDE:
+        return f"body crop under {MIN_BODY_SIDE} px ({x1 - x0}x{y1 - y0})"
+    visible = float(body_visible_mask(person_box, mask_boxes, width, height).mean())
+    if visible < MIN_BODY_VISIBLE:
+        return f"body {visible:.0%} visible after masking other people (< {MIN_BODY_VISIBLE:.0%})"
+    return None
+
+
+def body_crop(img: np.ndarray, person_box, size: int, mask_boxes=None) -> np.ndarray:
+    """``size`` x ``size`` x 3 uint8 body chip: the person box with ``mask_boxes`` (other people) blacked out,
+    scaled to fit with its aspect ratio kept and centred on black (letterbox), so a standing person is
+    not squashed. The usability rules are :func:`body_crop_problem`'s; this only makes the pixels."""
+    rgb = np.asarray(img)
+    height, width = rgb.shape[:2]
+    x0, y0, x1, y1 = _int_box(person_box, width, height)
+    if x1 <= x0 or y1 <= y0:
+        raise CropError(f"person box {np.round(np.asarray(person_box, dtype=float), 1).tolist()} is empty inside the "
+                        f"{width}x{height} image")
+    crop = rgb[y0:y1, x0:x1].copy()
+    crop[~body_visible_mask(person_box, mask_boxes, width, height)] = 0
+    h, w = crop.shape[:2]
+    s = size / max(h, w)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    out = np.zeros((size, size, 3), dtype=np.uint8)
+    ox, oy = (size - nw) // 2, (size - nh) // 2
+    out[oy:oy + nh, ox:ox + nw] = cv2.resize(np.ascontiguousarray(crop), (nw, nh), interpolation=interp)
+    return out

@@ -1,5 +1,6 @@
 """Prediction on real photos and videos: detect faces, align them like the training chips, estimate age and
-gender; in videos, track people across frames and give each track one estimate.
+gender; in person mode also detect people, pair them with faces and estimate from face, body or both; in
+videos, track people across frames and give each track one estimate.
 
 ``from agekit import Predictor`` is the usual entry point (``predict`` for images, ``predict_video`` for
 videos); the stages are importable on their own.
@@ -12,6 +13,8 @@ __all__ = [
     "Predictor", "ImageResult", "FaceResult", "Detection", "FaceDetector", "DETECTORS", "create_detector",
     "register_detector", "align_face", "TEMPLATE", "load_runner", "ModelFileError", "summarize_timings",
     "VideoResult", "TrackResult", "Observation", "VideoSource", "VideoError", "predict_video",
+    "PersonResult", "PersonDetection", "PersonDetector", "PERSON_DETECTORS", "create_person_detector",
+    "register_person_detector", "pair_faces",
 ]
 
 _LAZY = {
@@ -20,7 +23,10 @@ _LAZY = {
     "register_detector": "detectors", "align_face": "agekit.data.align", "TEMPLATE": "agekit.data.align",
     "load_runner": "agekit.runtime", "ModelFileError": "agekit.runtime",
     "VideoResult": "results", "TrackResult": "results", "Observation": "results", "VideoSource": "sources",
-    "VideoError": "sources", "predict_video": "video",
+    "VideoError": "sources", "predict_video": "video", "PersonResult": "results",
+    "PersonDetection": "person_detectors", "PersonDetector": "person_detectors", "PERSON_DETECTORS": "person_detectors",
+    "create_person_detector": "person_detectors", "register_person_detector": "person_detectors",
+    "pair_faces": "pairing",
 }
 
 

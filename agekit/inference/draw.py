@@ -1,5 +1,6 @@
-"""Annotated copies of photos (a box per face with an "age gender probability" label, e.g. "34 F 0.97")
-and of videos (a box per tracked person with its id and running age, written with PyAV)."""
+"""Annotated copies of photos (a box per face with an "age gender probability" label, e.g. "34 F 0.97"; in
+person mode a body box and a face box per person, labelled with the inputs used, "34 F 0.97 face+body") and of
+videos (a box per tracked person with its id and running age, written with PyAV)."""
 from __future__ import annotations
 
 from fractions import Fraction
@@ -9,9 +10,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .results import FaceResult, ImageResult, Observation
+from .results import FaceResult, ImageResult, Observation, PersonResult
 
-__all__ = ["draw_faces", "draw_tracks", "drawing_path", "save_drawing", "VideoWriter", "VIDEO_CODECS"]
+__all__ = ["draw_faces", "draw_persons", "draw_tracks", "drawing_path", "save_drawing", "VideoWriter", "VIDEO_CODECS"]
 
 _COLORS = {"female": (235, 87, 87), "male": (47, 128, 237), None: (39, 174, 96)}  # RGB
 
@@ -23,9 +24,10 @@ def _style(img: np.ndarray) -> tuple[int, float]:
 
 
 def _labelled_box(img: np.ndarray, box: Sequence[float], text: str, color: tuple[int, int, int], thick: int,
-                  font_scale: float) -> None:
+                  font_scale: float, line: int | None = None) -> None:
+    """The box (``line`` wide, default ``thick``) with ``text`` on a filled tab above it (below at the top edge)."""
     x0, y0, x1, y1 = (int(round(v)) for v in box)
-    cv2.rectangle(img, (x0, y0), (x1, y1), color, thick, cv2.LINE_AA)
+    cv2.rectangle(img, (x0, y0), (x1, y1), color, line or thick, cv2.LINE_AA)
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
     ty = y0 - 4 if y0 - th - base - 4 >= 0 else y1 + th + 4  # above the box, or below at the top edge
     cv2.rectangle(img, (x0, ty - th - 3), (x0 + tw + 4, ty + base - 1), color, -1)
@@ -41,6 +43,21 @@ def draw_faces(rgb: np.ndarray, faces: list[FaceResult], landmarks: bool = True)
             for x, y in f.landmarks:
                 cv2.circle(img, (int(round(x)), int(round(y))), thick + 1, (255, 255, 255), -1, cv2.LINE_AA)
         _labelled_box(img, f.box, f.label, _COLORS.get(f.gender, _COLORS[None]), thick, font_scale)
+    return img
+
+
+def draw_persons(rgb: np.ndarray, persons: list[PersonResult]) -> np.ndarray:
+    """A copy of ``rgb`` with each person's body box (thin), face box and label (on the body box, else the face)."""
+    img = np.ascontiguousarray(rgb).copy()
+    thick, font_scale = _style(img)
+    for p in persons:
+        color = _COLORS.get(p.gender, _COLORS[None])
+        if p.person_box is not None and p.face_box is not None:
+            b = [int(round(v)) for v in p.face_box]
+            cv2.rectangle(img, (b[0], b[1]), (b[2], b[3]), color, thick, cv2.LINE_AA)
+        body = p.person_box is not None
+        _labelled_box(img, p.person_box if body else p.face_box, p.label, color, thick, font_scale,
+                      line=max(1, thick // 2) if body else thick)
     return img
 
 
@@ -80,7 +97,8 @@ def save_drawing(res: ImageResult, out_dir: str | Path, taken: set[str] | None =
         return None
     suffix = Path(res.name).suffix.lower()
     path = drawing_path(out_dir, res.name, suffix if suffix in (".jpg", ".jpeg", ".png") else ".jpg", res.path, taken)
-    bgr = cv2.cvtColor(draw_faces(res.image, res.faces), cv2.COLOR_RGB2BGR)
+    drawn = draw_faces(res.image, res.faces) if res.persons is None else draw_persons(res.image, res.persons)
+    bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if suffix in (".jpg", ".jpeg") else []
     if not cv2.imwrite(str(path), bgr, params):
         raise OSError(f"could not write {path}")

@@ -17,6 +17,7 @@ import pandas as pd
 from ..data.imageio import ImageLoadError, load_rgb
 from ..data.crops import rows_needing_landmarks
 from ..data.manifest import FACE_BOX, landmarks_array, resolve_paths, with_landmarks
+from ..data.boxes import box_iou
 from .detectors import Detection, FaceDetector, create_detector
 
 __all__ = ["detect_landmarks", "box_iou", "rows_needing_landmarks"]
@@ -24,21 +25,11 @@ __all__ = ["detect_landmarks", "box_iou", "rows_needing_landmarks"]
 MIN_IOU = 0.3  # a detection overlapping the labelled box less than this is another face
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of one box ``a`` (4,) with boxes ``b`` (N, 4), xyxy."""
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
-    iy = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
-    inter = ix * iy
-    area = lambda r: np.clip(r[..., 2] - r[..., 0], 0, None) * np.clip(r[..., 3] - r[..., 1], 0, None)  # noqa: E731
-    return inter / np.maximum(area(np.asarray(a, dtype=np.float64)) + area(b) - inter, 1e-9)
-
-
 def _best(dets: list[Detection], box: np.ndarray, min_iou: float) -> Detection | None:
     dets = [d for d in dets if np.isfinite(d.landmarks).all()]
     if not dets:
         return None
-    iou = box_iou(box, np.stack([d.box for d in dets]))
+    iou = box_iou(box, np.stack([d.box for d in dets]))[0]
     i = int(np.argmax(iou))
     return dets[i] if iou[i] >= min_iou else None
 

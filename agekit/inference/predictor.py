@@ -8,6 +8,11 @@ One image goes through clear stages, each a method you can call or time on its o
 Face crops from consecutive images are pooled and run through the model ``batch_size`` at a
 time, so a folder of one-face photos still uses full batches. A failure in one image (unreadable
 file, no face) becomes that image's ``error``/status and the run goes on.
+
+Person mode (``persons=True``) also detects people (:mod:`.person_detectors`), pairs faces with them
+(:mod:`.pairing`) and gives one :class:`PersonResult` per person, made from the inputs that person has
+(:mod:`.persons`). ``crops="face"``/``"person"`` skips detection: each input already is a face chip or a
+person crop.
 """
 from __future__ import annotations
 
@@ -19,20 +24,27 @@ import numpy as np
 
 from ..data.imageio import ImageLoadError
 from ..data.transforms import crops_to_batch
-from ..data.crops import CropSpec
+from ..data.crops import CropSpec, body_crop
 from ..runtime import ModelFileError, load_runner
-from ..runtime.runner import reported_gender
+from ..runtime.runner import age_interval, model_age_range, reported_gender
 from .detectors import Detection, FaceDetector, create_detector
-from .results import FaceResult, ImageResult
+from .person_detectors import PersonDetector, create_person_detector
+from .persons import person_units
+from .results import FaceResult, ImageResult, PersonResult
 from .sources import SourceItem, list_sources
 
 if TYPE_CHECKING:
     from .results import VideoResult
 
-__all__ = ["Predictor", "STAGES", "summarize_timings", "ModelFileError"]
+__all__ = ["Predictor", "STAGES", "summarize_timings", "ModelFileError", "NO_BODY_MODEL", "CROP_INPUTS"]
 
 STAGES = ("load", "detect", "align", "preprocess", "infer", "postprocess")
 ALIGN = CropSpec("align")
+CHIP = CropSpec("chip")
+CROP_INPUTS = ("face", "person")
+NO_BODY_MODEL = "no model input for body (this model takes faces only)"
+# one model input set per prediction: (where the result goes, face chip or None, body chip or None)
+Unit = tuple["FaceResult | PersonResult", "np.ndarray | None", "np.ndarray | None"]
 
 
 class Predictor:
@@ -52,14 +64,24 @@ class Predictor:
         threads: CPU threads for onnxruntime (detector, onnx backend) and torch; ``None`` = a
             sensible default (``AGEKIT_THREADS``/``OMP_NUM_THREADS`` or up to 4 cores).
         max_side: the detector sees the photo downscaled to this longest side (speed).
+        persons: person mode: one :class:`PersonResult` per person (face+body, face or body) in
+            ``ImageResult.persons`` instead of one :class:`FaceResult` per face.
+        crops: ``"face"``: each input is a face chip (used as it is, no detection); ``"person"``: each
+            input is one person's crop (its body input; implies person mode, no detection).
+        person_detector: a registered person detector name (``PERSON_DETECTORS``) or an object with
+            ``detect(rgb) -> list[PersonDetection]``; used in person mode on photos.
     """
 
     def __init__(self, model: str | Path | None = None, backend: str | None = None, detector: str | FaceDetector = "retinaface",
                  device: str = "cpu", batch_size: int = 32, flip_tta: bool = True, min_score: float = 0.8,
                  threads: int | None = None, max_side: int | None = 640, cache_dir: str | Path | None = None,
-                 detector_kwargs: dict[str, Any] | None = None) -> None:
+                 detector_kwargs: dict[str, Any] | None = None, persons: bool = False, crops: str | None = None,
+                 person_detector: str | PersonDetector = "mediapipe_pose",
+                 person_detector_kwargs: dict[str, Any] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if crops is not None and crops not in CROP_INPUTS:
+            raise ValueError(f"crops must be one of {', '.join(CROP_INPUTS)} (or None for photos), got {crops!r}")
         self.runner = load_runner(model, backend, device=device, threads=threads, cache_dir=cache_dir)
         self.model_path = getattr(self.runner, "source_path", None) or self.runner.path
         self.backend_name = self.runner.backend
@@ -73,10 +95,20 @@ class Predictor:
         self.batch_size = batch_size
         self.flip_tta = flip_tta
         self.min_score = min_score
+        self.crops = crops
+        self.persons = persons or crops == "person"
+        # a face+body (MiVOLO) model's runner takes pairs of crops (Runner.predict_pairs); face models one face
+        self.takes_pairs = bool(getattr(self.runner, "takes_pairs", False))
+        self.body_size = int(self.cfg.input_size[-1])
+        self.person_detector = None
+        if self.persons and crops is None:
+            kw = {"threads": threads, **(person_detector_kwargs or {})} if isinstance(person_detector, str) else {}
+            self.person_detector = create_person_detector(person_detector, **kw)
 
     def __repr__(self) -> str:
         return (f"Predictor(model={str(self.model_path)!r}, backend={self.backend_name!r}, model_name={self.cfg.name!r}, "
-                f"detector={type(self.detector).__name__}, batch_size={self.batch_size}, flip_tta={self.flip_tta})")
+                f"detector={type(self.detector).__name__}, batch_size={self.batch_size}, flip_tta={self.flip_tta}, "
+                f"persons={self.persons}, crops={self.crops!r})")
 
     # -- whole pipeline -------------------------------------------------------------------------
     def predict(self, source: Any, keep_images: bool = False) -> list[ImageResult]:
@@ -89,13 +121,13 @@ class Predictor:
 
     def stream_items(self, items: Iterable[SourceItem], keep_images: bool = False) -> Iterator[ImageResult]:
         """:meth:`stream` over inputs that are already listed; ``items`` is consumed lazily (video frames)."""
-        pending: list[tuple[ImageResult, list[np.ndarray]]] = []
+        pending: list[tuple[ImageResult, list[Unit]]] = []
         n_crops = 0
         max_pending = 8 if keep_images else 4 * self.batch_size  # decoded photos are big; crops are not
         for item in items:
-            res, crops = self.prepare(item, keep_image=keep_images)
-            pending.append((res, crops))
-            n_crops += len(crops)
+            res, units = self.prepare_units(item, keep_image=keep_images)
+            pending.append((res, units))
+            n_crops += len(units)
             if n_crops >= self.batch_size or len(pending) >= max_pending:
                 yield from self._finish(pending)
                 pending, n_crops = [], 0
@@ -116,8 +148,16 @@ class Predictor:
         return predict_video(self, path, stride=stride, draw=draw, on_frame=on_frame, **kwargs)
 
     def prepare(self, item: SourceItem, keep_image: bool = False) -> tuple[ImageResult, list[np.ndarray]]:
-        """Stages that work per image: load -> detect -> align. Returns the result so far and its chips."""
+        """Stages that work per image: load -> detect -> align. Returns the result so far and its face chips."""
+        res, units = self.prepare_units(item, keep_image)
+        return res, [face for _, face, _ in units if face is not None]
+
+    def prepare_units(self, item: SourceItem, keep_image: bool = False) -> tuple[ImageResult, list[Unit]]:
+        """load -> detect -> crop for one input: the result so far and its model inputs, one unit per face
+        (or per person in person mode)."""
         res = ImageResult(name=item.name, path=str(item.path) if item.path is not None else None)
+        if self.persons:
+            res.persons = []
         t0 = time.perf_counter()
         try:
             rgb = item.load()
@@ -130,17 +170,44 @@ class Predictor:
         if keep_image:
             res.image = rgb
         t1 = time.perf_counter()
+        if self.crops is not None:
+            units = self._given_crop(rgb, res)
+            res.timings.update(load=t1 - t0, detect=0.0, align=time.perf_counter() - t1)
+            return res, units
         try:
             dets = self.detect(rgb)
+            people = self.person_detector.detect(rgb) if self.person_detector is not None else []
         except Exception as e:  # noqa: BLE001
-            res.error = f"face detection failed: {_one_line(e)}"
-            dets = []
+            res.error = f"{'person' if self.persons else 'face'} detection failed: {_one_line(e)}"
+            dets, people = [], []
         t2 = time.perf_counter()
-        crops, kept = self.align(rgb, dets)
+        if self.persons:
+            found = person_units(rgb, dets, people, self.body_size)
+            res.persons = [u.result for u in found]
+            units: list[Unit] = [(u.result, u.face, u.body) for u in found]
+        else:
+            crops, kept = self.align(rgb, dets)
+            res.faces = [_face_stub(d) for d in kept]
+            units = [(f, c, None) for f, c in zip(res.faces, crops)]
         t3 = time.perf_counter()
         res.timings.update(load=t1 - t0, detect=t2 - t1, align=t3 - t2)
-        res.faces = [_face_stub(d) for d in kept]
-        return res, crops
+        return res, units
+
+    def _given_crop(self, rgb: np.ndarray, res: ImageResult) -> list[Unit]:
+        """The whole input as one face chip (``crops="face"``) or one person crop (``crops="person"``)."""
+        whole = (0.0, 0.0, float(res.width), float(res.height))
+        if self.crops == "face":
+            chip = CHIP.crop(rgb)
+            if self.persons:
+                person = PersonResult(person_box=None, face_box=whole, inputs="face", score=1.0)
+                res.persons = [person]
+                return [(person, chip, None)]
+            face = FaceResult(box=whole, landmarks=(), score=1.0, age=float("nan"), gender=None, gender_prob=None)
+            res.faces = [face]
+            return [(face, chip, None)]
+        person = PersonResult(person_box=whole, face_box=None, inputs="body", score=1.0)
+        res.persons = [person]
+        return [(person, None, body_crop(rgb, whole, self.body_size))]
 
     # -- stages ---------------------------------------------------------------------------------
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -194,35 +261,53 @@ class Predictor:
         return rows
 
     # -- batching across images -----------------------------------------------------------------
-    def _finish(self, pending: list[tuple[ImageResult, list[np.ndarray]]]) -> Iterator[ImageResult]:
-        """Run the model on every crop of ``pending`` images, fill in their faces, yield them in order."""
-        crops = [c for _, cs in pending for c in cs]
-        rows: list[tuple[float, str | None, float | None]] = []
-        bounds: list[tuple[float | None, float | None]] = []
+    def _finish(self, pending: list[tuple[ImageResult, list[Unit]]]) -> Iterator[ImageResult]:
+        """Run the model on every unit of ``pending`` images, fill in their results, yield them in order."""
+        units = [u for _, us in pending for u in us]
         spent = dict.fromkeys(("preprocess", "infer", "postprocess"), 0.0)
-        for i in range(0, len(crops), self.batch_size):
-            chunk = crops[i:i + self.batch_size]
-            t0 = time.perf_counter()
-            x = self.preprocess(chunk)
-            t1 = time.perf_counter()
-            out = self.infer(x)
-            t2 = time.perf_counter()
-            rows.extend(self.postprocess(out, len(chunk)))
-            bounds.extend(self.intervals(out, len(chunk)))
-            t3 = time.perf_counter()
-            spent["preprocess"] += t1 - t0
-            spent["infer"] += t2 - t1
-            spent["postprocess"] += t3 - t2
-        k = 0
-        for res, cs in pending:
-            share = len(cs) / len(crops) if crops else 0.0
+        groups: dict[str, list[int]] = {}
+        for i, (target, face, body) in enumerate(units):
+            if not self.takes_pairs:  # a face model: the face is all it can use
+                if face is None:
+                    if isinstance(target, PersonResult) and target.note is None:
+                        target.note = NO_BODY_MODEL
+                    continue
+                groups.setdefault("face", []).append(i)
+            elif face is not None or body is not None:
+                groups.setdefault("face+body" if face is not None and body is not None else
+                                  ("face" if face is not None else "body"), []).append(i)
+        for kind, idx in groups.items():
+            for k in range(0, len(idx), self.batch_size):
+                chunk = idx[k:k + self.batch_size]
+                t0 = time.perf_counter()
+                if self.takes_pairs:  # a face+body model: crops as they are, a missing one as None
+                    t1 = t0
+                    out = self.runner.predict_pairs([units[i][1] for i in chunk], [units[i][2] for i in chunk],
+                                                    tta_flip=self.flip_tta)
+                    widened = age_interval(out, self.runner.calibration, model_age_range(self.cfg, self.runner.meta),
+                                           inputs=kind)
+                    if widened is not None:
+                        out["age_low"], out["age_high"] = widened
+                else:
+                    x = self.preprocess([units[i][1] for i in chunk])
+                    t1 = time.perf_counter()
+                    out = self.infer(x)
+                t2 = time.perf_counter()
+                for i, (age, gender, prob), (lo, hi) in zip(chunk, self.postprocess(out, len(chunk)),
+                                                            self.intervals(out, len(chunk))):
+                    target = units[i][0]
+                    target.age, target.gender, target.gender_prob = age, gender, prob
+                    target.age_low, target.age_high = lo, hi
+                    if isinstance(target, PersonResult):
+                        target.inputs = kind
+                spent["preprocess"] += t1 - t0
+                spent["infer"] += t2 - t1
+                spent["postprocess"] += time.perf_counter() - t2
+        for res, us in pending:
+            share = len(us) / len(units) if units else 0.0
             for stage, sec in spent.items():
                 res.timings.setdefault(stage, 0.0)
                 res.timings[stage] += sec * share
-            for face, (age, gender, prob), (lo, hi) in zip(res.faces, rows[k:k + len(cs)], bounds[k:k + len(cs)]):
-                face.age, face.gender, face.gender_prob = age, gender, prob
-                face.age_low, face.age_high = lo, hi
-            k += len(cs)
             yield res
 
 

@@ -1,4 +1,5 @@
-"""What prediction returns: one :class:`ImageResult` per input image, one :class:`FaceResult` per face.
+"""What prediction returns: one :class:`ImageResult` per input image, one :class:`FaceResult` per face,
+or, in person mode, one :class:`PersonResult` per person.
 
 Plain dataclasses of Python floats/strings so results print, compare and serialise (``to_dict``)
 without numpy in the way. An image that could not be used keeps its place in the results with
@@ -11,14 +12,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FaceResult", "ImageResult", "NO_FACE", "NOBODY", "Observation", "TrackResult", "VideoResult"]
+__all__ = ["FaceResult", "PersonResult", "ImageResult", "NO_FACE", "NO_PERSON", "INPUTS", "age_label", "NOBODY",
+           "Observation", "TrackResult", "VideoResult"]
 
 NO_FACE = "no face detected"
+NO_PERSON = "no person detected"
+INPUTS = ("face+body", "face", "body")  # what an estimate was made from
+
+
+def age_label(age: float | None, low: float | None, high: float | None, gender: str | None,
+              gender_prob: float | None) -> str:
+    """``"34 F 0.97"``, ``"30 (24-37) F 0.94"`` with an interval; the one label of drawings and tables."""
+    if age is None or age != age:  # None or NaN: no estimate
+        return "-"
+    text = f"{age:.0f}" + (f" ({low:.0f}-{high:.0f})" if low is not None and high is not None else "")
+    return text if gender is None else f"{text} {gender[0].upper()} {gender_prob:.2f}"
 
 
 @dataclass
 class FaceResult:
-    """``box`` xyxy and ``landmarks`` (5 x [x, y]) in original-image pixels.
+    """``box`` xyxy and ``landmarks`` (5 x [x, y]) in original-image pixels (no landmarks for a given face
+    chip, ``--crops face``: the box is then the whole chip).
 
     ``gender_prob`` is the probability of the reported ``gender`` (P(female) when female, else
     1 - P(female)), so it is at least 0.5; ``None`` for a model without a gender head.
@@ -45,15 +59,51 @@ class FaceResult:
     @property
     def label(self) -> str:
         """Short text for drawings, e.g. ``"34 F 0.97"``, or ``"30 (24-37) F 0.94"`` with an interval."""
-        age = f"{self.age:.0f}" + (f" ({self.interval})" if self.interval else "")
-        if self.gender is None:
-            return age
-        return f"{age} {self.gender[0].upper()} {self.gender_prob:.2f}"
+        return age_label(self.age, self.age_low, self.age_high, self.gender, self.gender_prob)
+
+
+@dataclass
+class PersonResult:
+    """One person (person mode): ``person_box`` and ``face_box`` xyxy in original-image pixels, either
+    ``None`` when not seen (a face without a detected body; a body whose face is hidden or too small).
+
+    ``inputs`` names the crops the estimate was made from: ``"face+body"``, ``"face"`` or ``"body"``.
+    The interval widens as inputs drop (see :func:`agekit.runtime.runner.age_interval`). ``note`` says
+    why an input was left out (e.g. a body crop under 50 px) or, when there is no estimate (``age`` is
+    None, e.g. a body-only person and a face-only model), why not; ``inputs`` then names what was there. ``score``: the person detector's score (the face detector's for a
+    face-only person; 1.0 for a given crop).
+    """
+
+    person_box: tuple[float, float, float, float] | None
+    face_box: tuple[float, float, float, float] | None
+    inputs: str
+    score: float
+    age: float | None = None
+    age_low: float | None = None
+    age_high: float | None = None
+    gender: str | None = None
+    gender_prob: float | None = None
+    note: str | None = None
+
+    @property
+    def interval(self) -> str | None:
+        if self.age_low is None or self.age_high is None:
+            return None
+        return f"{self.age_low:.0f}-{self.age_high:.0f}"
+
+    @property
+    def label(self) -> str:
+        """``"30 (24-37) F 0.94 face+body"``; ``"- body: no model input for body"`` without an estimate."""
+        if self.age is None:
+            return f"- {self.inputs}: {self.note}" if self.note else f"- {self.inputs}"
+        return f"{age_label(self.age, self.age_low, self.age_high, self.gender, self.gender_prob)} {self.inputs}"
 
 
 @dataclass
 class ImageResult:
-    """Result for one input: its faces, or ``error`` saying in one line why it was skipped.
+    """Result for one input: its faces (or, in person mode, its ``persons``), or ``error`` saying in one
+    line why it was skipped. ``persons`` is None outside person mode, and then not serialised, so the
+    face-only output keeps its schema.
 
     ``timings`` holds seconds per stage (load, detect, align, preprocess, infer, postprocess); batched
     stages are shared out by face count. ``image`` is the decoded RGB array, kept only on request
@@ -67,6 +117,7 @@ class ImageResult:
     faces: list[FaceResult] = field(default_factory=list)
     error: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    persons: list[PersonResult] | None = None
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -75,15 +126,22 @@ class ImageResult:
 
     @property
     def status(self) -> str:
-        """``"ok"``, ``"no face detected"`` or the error's reason (without the file path it starts with)."""
+        """``"ok"``, ``"no face detected"`` (``"no person detected"`` in person mode) or the error's reason
+        (without the file path it starts with)."""
         if self.error is not None:
             prefix = f"{self.path}: "
             return self.error[len(prefix):] if self.path and self.error.startswith(prefix) else self.error
+        if self.persons is not None:
+            return "ok" if self.persons else NO_PERSON
         return "ok" if self.faces else NO_FACE
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("image")
+        if self.persons is None:
+            d.pop("persons")
+        else:
+            d.pop("faces")  # person mode: every face is in a person
         d["status"] = self.status
         return d
 

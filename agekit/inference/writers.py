@@ -1,8 +1,10 @@
 """Write prediction results as they arrive (JSON, JSON Lines or CSV), so a long run keeps what it did.
 
 Every input appears in the output: images without a face or that could not be read get a record
-with their ``status`` and no face fields. Videos (:class:`TrackWriter`) get one JSON object each: the
-video's facts and its tracks, each with its per-frame observations.
+with their ``status`` and no face fields. In person mode (``persons=True``) JSON records hold
+``persons`` instead of ``faces``, and CSV has one row per person (``PERSON_CSV_COLUMNS``). Videos
+(:class:`TrackWriter`) get one JSON object each: the video's facts and its tracks, each with its per-frame
+observations.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ from typing import IO, Any
 from .results import ImageResult, VideoResult
 
 __all__ = ["result_record", "ResultWriter", "JsonWriter", "JsonlWriter", "CsvWriter", "open_writer", "WRITER_SUFFIXES",
-           "CSV_COLUMNS", "TrackWriter", "video_record", "TRACK_SUFFIXES"]
+           "CSV_COLUMNS", "PERSON_CSV_COLUMNS", "TrackWriter", "video_record", "TRACK_SUFFIXES"]
 
 _LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 CSV_COLUMNS = ["image", "path", "status", "width", "height", "face", "x0", "y0", "x1", "y1", "score", "age", "age_low",
                "age_high", "gender", "gender_prob"] + [f"{n}_{c}" for n in _LANDMARKS for c in "xy"]
+PERSON_CSV_COLUMNS = ["image", "path", "status", "width", "height", "person", "inputs", "person_x0", "person_y0",
+                      "person_x1", "person_y1", "face_x0", "face_y0", "face_x1", "face_y1", "score", "age", "age_low",
+                      "age_high", "gender", "gender_prob", "note"]
 
 
 def _clean(v: Any) -> Any:
@@ -30,7 +35,8 @@ def _clean(v: Any) -> Any:
 class ResultWriter:
     """Base: opened on a path, ``write(result)`` per image (flushed), ``close()`` at the end."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, persons: bool = False) -> None:
+        self.persons = persons
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f: IO[str] = open(self.path, "w", encoding="utf-8", newline="")
@@ -58,7 +64,8 @@ class ResultWriter:
 def result_record(res: ImageResult) -> dict[str, Any]:
     """The JSON object for one image, as every JSON output writes it (``--out x.json``, ``.jsonl``, the HTTP API)."""
     d = res.to_dict()
-    d["faces"] = [{k: _clean(v) for k, v in f.items()} for f in d["faces"]]
+    key = "persons" if "persons" in d else "faces"
+    d[key] = [{k: _clean(v) for k, v in f.items()} for f in d[key]]
     d["timings"] = {k: round(v, 6) for k, v in d["timings"].items()}
     return d
 
@@ -67,8 +74,8 @@ class JsonWriter(ResultWriter):
     """A JSON array with one object per image; valid JSON once closed (an interrupted run leaves all
     finished records, lacking only the closing bracket)."""
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(path)
+    def __init__(self, path: str | Path, persons: bool = False) -> None:
+        super().__init__(path, persons)
         self._f.write("[")
 
     def _write(self, res: ImageResult) -> None:
@@ -88,15 +95,19 @@ class JsonlWriter(ResultWriter):
 
 
 class CsvWriter(ResultWriter):
-    """One row per face (``CSV_COLUMNS``); an image without faces gets one row with its status only."""
+    """One row per face (``CSV_COLUMNS``), or per person (``PERSON_CSV_COLUMNS``); an image without any gets
+    one row with its status only."""
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(path)
-        self._w = csv.DictWriter(self._f, fieldnames=CSV_COLUMNS)
+    def __init__(self, path: str | Path, persons: bool = False) -> None:
+        super().__init__(path, persons)
+        self._w = csv.DictWriter(self._f, fieldnames=PERSON_CSV_COLUMNS if persons else CSV_COLUMNS)
         self._w.writeheader()
 
     def _write(self, res: ImageResult) -> None:
         base = {"image": res.name, "path": res.path or "", "status": res.status, "width": res.width, "height": res.height}
+        if self.persons:
+            self._write_persons(res, base)
+            return
         if not res.faces:
             self._w.writerow(base)
             return
@@ -110,6 +121,20 @@ class CsvWriter(ResultWriter):
             self._w.writerow(row)
 
 
+    def _write_persons(self, res: ImageResult, base: dict[str, Any]) -> None:
+        if not res.persons:
+            self._w.writerow(base)
+            return
+        for i, p in enumerate(res.persons):
+            row = dict(base, person=i, inputs=p.inputs, score=p.score, age=_fmt(p.age), age_low=_fmt(p.age_low),
+                       age_high=_fmt(p.age_high), gender=p.gender or "",
+                       gender_prob="" if p.gender_prob is None else round(p.gender_prob, 4), note=p.note or "")
+            for prefix, box in (("person", p.person_box), ("face", p.face_box)):
+                if box is not None:
+                    row.update(zip((f"{prefix}_x0", f"{prefix}_y0", f"{prefix}_x1", f"{prefix}_y1"), box))
+            self._w.writerow(row)
+
+
 def _fmt(age: float | None) -> Any:
     return "" if age is None or math.isnan(age) else round(age, 2)
 
@@ -117,12 +142,12 @@ def _fmt(age: float | None) -> Any:
 WRITER_SUFFIXES = {".json": JsonWriter, ".jsonl": JsonlWriter, ".csv": CsvWriter}
 
 
-def open_writer(path: str | Path) -> ResultWriter:
-    """The writer for ``path``'s suffix (.json, .jsonl or .csv)."""
+def open_writer(path: str | Path, persons: bool = False) -> ResultWriter:
+    """The writer for ``path``'s suffix (.json, .jsonl or .csv); ``persons``: person-mode records."""
     suffix = Path(path).suffix.lower()
     if suffix not in WRITER_SUFFIXES:
         raise ValueError(f"cannot write results to {path}: use a .json, .jsonl or .csv file name")
-    return WRITER_SUFFIXES[suffix](path)
+    return WRITER_SUFFIXES[suffix](path, persons)
 
 
 # -- videos ---------------------------------------------------------------------------------------------------

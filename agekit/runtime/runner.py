@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 __all__ = ["Runner", "ModelFileError", "check_model_file", "load_torch_model", "decode_metadata", "per_sample",
-           "sigmoid", "reported_gender", "bundled_model_path", "age_interval", "model_age_range"]
+           "sigmoid", "reported_gender", "bundled_model_path", "age_interval", "model_age_range", "INPUT_WIDTH"]
 
 BUNDLED_MODEL = "mobileagenet_lite0_utk_aaf.safetensors"
 
@@ -95,18 +95,37 @@ def model_age_range(cfg: Any, meta: Mapping[str, Any]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+# How much wider the interval gets when a model sees fewer inputs than its calibration record was fitted
+# on, until the record holds a quantile per input combination (``by_inputs``: {"face": {...}, ...}).
+# The factors follow the error they must cover: MiVOLO reports MAE ~4.1 with face+body and 6.66-6.87
+# with the body alone on IMDB-clean, and a few percent more with the face alone. A record without
+# ``inputs`` was fitted on faces (every face model's calibration).
+INPUT_WIDTH = {"face+body": 1.0, "face": 1.1, "body": 1.6}
+
+
 def age_interval(out: Mapping[str, np.ndarray], calibration: Mapping[str, Any] | None,
-                 age_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray] | None:
+                 age_range: tuple[float, float], inputs: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(age_low, age_high) from a split-conformal ``calibration`` record, or None without one.
 
     ``score: "abs"``: age -/+ q (one width for every face); ``"normalized"``: age -/+ q * age_std (wider
     where the model says it is less sure). Clipped to the model's age range. The record comes from
-    :func:`agekit.evaluation.calibration.calibrate` (``agekit calibrate``).
+    :func:`agekit.evaluation.calibration.calibrate` (``agekit calibrate``). ``inputs`` (``"face+body"``,
+    ``"face"``, ``"body"``): what the estimates were made from; the record's ``by_inputs`` entry for them
+    when it has one, else its half-width times ``INPUT_WIDTH[inputs] / INPUT_WIDTH[record's inputs]``.
     """
     if not calibration or "age" not in out:
         return None
+    factor = 1.0
+    if inputs is not None:
+        if inputs not in INPUT_WIDTH:
+            raise ValueError(f"inputs must be one of {', '.join(INPUT_WIDTH)}, got {inputs!r}")
+        by_inputs = calibration.get("by_inputs") or {}
+        if inputs in by_inputs:
+            calibration = by_inputs[inputs]
+        else:
+            factor = INPUT_WIDTH[inputs] / INPUT_WIDTH[calibration.get("inputs", "face")]
     age = np.asarray(out["age"], dtype=np.float64)
-    q = float(calibration["q"])
+    q = float(calibration["q"]) * factor
     if calibration.get("score", "abs") == "normalized":
         if "age_std" not in out:
             raise ValueError("the calibration record uses normalized scores but the model has no age_std output")
