@@ -52,7 +52,7 @@ def formats_cmd() -> None:
 
 @data_app.command("prepare")
 def prepare_cmd(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="utkface, fgnet, aaf, lagenda or folder (see `agekit data formats`)"),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="utkface, fgnet, aaf, peta, lagenda or folder (see `agekit data formats`)"),
     root: Path = typer.Argument(..., metavar="ROOT", help="dataset folder (images root for lagenda/folder)"),
     out: Path = typer.Option(..., "--out", "-o", help="manifest to write (.csv, or .parquet with pyarrow)"),
     split: str = typer.Option("default", help="default|random|subject|kfold|none; default = shipped/official split"),
@@ -160,9 +160,28 @@ def stats_cmd(
 
 
 def _group(title: str, rows: list[dict]) -> Table:
-    t = Table(title, "rows", "mean age", title_justify="left")
+    people = any(r.get("people") is not None for r in rows)
+    t = Table(title, "rows", *(["people"] if people else []), "mean age", title_justify="left")
     for r in rows:
-        t.add_row(r["group"], f"{r['count']:,}", "-" if r["mean_age"] is None else f"{r['mean_age']:.1f}")
+        extra = [f"{r['people']:,}" if r.get("people") is not None else "-"] if people else []
+        t.add_row(r["group"], f"{r['count']:,}", *extra, "-" if r["mean_age"] is None else f"{r['mean_age']:.1f}")
+    return t
+
+
+def _age_groups(rows: list[dict]) -> Table:
+    """Images / people per age group (interval labels), overall and per split."""
+    splits = sorted({k for r in rows for k in r.get("by_split", {})},
+                    key=lambda k: ({"train": 0, "val": 1, "test": 2}.get(k, 3), k))
+
+    def cell(d: dict | None) -> str:
+        if not d:
+            return "0"
+        return f"{d['images']:,}" + (f" / {d['people']:,}" if d.get("people") is not None else "")
+
+    t = Table("age group", "images / people", *splits, title="age groups (interval labels): images / people",
+              title_justify="left")
+    for r in rows:
+        t.add_row(r["group"], cell(r), *(cell(r.get("by_split", {}).get(k)) for k in splits))
     return t
 
 
@@ -172,10 +191,13 @@ def _print_stats(console, manifest: Path, s: dict) -> None:
     a = s["age"]
     console.print(f"[bold]{manifest}[/]: {s['rows']:,} rows; age {a['count']:,} known"
                   + (f", {a['min']:g}-{a['max']:g}, mean {a['mean']:.1f}, median {a['median']:g}" if a["count"] else "")
+                  + (f", {a['age_group_only']:,} by age group only" if a.get("age_group_only") else "")
                   + (f", [yellow]{a['missing']:,} missing[/]" if a["missing"] else ""))
     tables = [_group(name, s[key]) for name, key in (("split", "splits"), ("source", "sources"),
                                                      ("gender", "gender"), ("race", "race")) if s[key]]
     console.print(Columns(tables, padding=(0, 3)))
+    if s.get("age_groups"):
+        console.print(_age_groups(s["age_groups"]))
     hist = s["age_histogram"]
     if hist:
         top = max(b["count"] for b in hist) or 1
@@ -244,3 +266,83 @@ def unpack_cmd(
     except (OSError, ValueError) as e:
         fail(str(e))
     console.print(f"unpacked {path}")
+
+
+@data_app.command("aggregate-votes")
+def aggregate_votes_cmd(
+    votes: Path = typer.Argument(..., metavar="VOTES.csv", help="one vote per row: item, annotator, age"),
+    control: Optional[Path] = typer.Option(None, "--control", "-c",
+                                           help="CSV of control (honeypot) items with known ages: item, age"),
+    control_column: Optional[str] = typer.Option(None, "--control-column",
+                                                 help="column of VOTES.csv with the known age of honeypot items "
+                                                      "[default: control_age, when the file has it]"),
+    tau: str = typer.Option("auto", "--tau", help="years: w = exp(-honeypot MAE / tau); auto = half the median "
+                                                   "honeypot MAE (inverse-variance weighting for the typical annotator)"),
+    unscored: str = typer.Option("min", "--unscored", help="weight of annotators without enough honeypots: min "
+                                                           "(lowest scored weight), median, or zero (drop them)"),
+    min_control: int = typer.Option(1, "--min-control", min=1, help="honeypot votes needed to score an annotator"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="aggregated ages [default: VOTES.aggregated.csv]"),
+    annotators_out: Optional[Path] = typer.Option(None, "--annotators",
+                                                  help="annotator scores [default: VOTES.annotators.csv]"),
+    item_col: str = typer.Option("item", "--item-col", help="item column of VOTES.csv"),
+    annotator_col: str = typer.Option("annotator", "--annotator-col", help="annotator column of VOTES.csv"),
+    age_col: str = typer.Option("age", "--age-col", help="vote column of VOTES.csv (years)"),
+) -> None:
+    """Aggregate crowd age votes: annotators weighted by their honeypot MAE, one age per item with its agreement."""
+    from ..data.votes import UNSCORED_POLICIES, aggregate_votes, read_control, read_votes
+
+    console, fail = _ui()
+    if unscored not in UNSCORED_POLICIES:
+        fail(f"--unscored must be one of {', '.join(UNSCORED_POLICIES)}, got {unscored!r}")
+    if not votes.is_file():
+        fail(f"votes file not found: {votes}")
+    if control is not None and not control.is_file():
+        fail(f"control file not found: {control}")
+    try:
+        v = read_votes(votes, item_col, annotator_col, age_col, control_column)
+        known = read_control(control) if control is not None else None
+        res = aggregate_votes(v, known, tau=tau, unscored=unscored, min_control=min_control)  # type: ignore[arg-type]
+    except (OSError, ValueError) as e:
+        fail(_message(e))
+    out = out or votes.with_name(f"{votes.stem}.aggregated.csv")
+    annotators_out = annotators_out or votes.with_name(f"{votes.stem}.annotators.csv")
+    for path in (out, annotators_out):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    cols = ["item", "age", "weighted_std", "votes", "effective_votes", "weight_sum", "mean", "median", "is_control",
+            "control_age"]
+    res.items[cols].to_csv(out, index=False, float_format="%.4g")
+    res.annotators.to_csv(annotators_out, index=False, float_format="%.4g")
+    _print_votes(console, res, v, {"aggregated ages": out, "annotator scores": annotators_out})
+
+
+def _print_votes(console, res, votes, written: dict) -> None:
+    a, it = res.annotators, res.items
+    n_scored = int(a["scored"].sum())
+    console.print(f"{len(votes):,} votes on {len(it):,} items ({int(it['is_control'].sum()):,} control) by "
+                  f"{len(a):,} annotators ({n_scored:,} scored on honeypots); tau = {res.tau:.3g} years", highlight=False)
+    t = Table("annotator", "votes", "honeypots", "honeypot MAE", "bias", "weight", title="annotators by weight",
+              title_justify="left")
+    ranked = a.sort_values("weight", ascending=False)
+    shown = ranked if len(ranked) <= 12 else _ends(ranked, 6)
+    for _, r in shown.iterrows():
+        mae = "-" if not r["scored"] else f"{r['control_mae']:.2f}"
+        bias = "-" if not r["scored"] else f"{r['control_bias']:+.2f}"
+        t.add_row(str(r["annotator"]), f"{int(r['votes']):,}", f"{int(r['control_votes']):,}", mae, bias,
+                  f"{r['weight']:.3f}")
+    console.print(t)
+    if len(ranked) > 12:
+        console.print(f"({len(ranked) - 12} annotators in the middle not shown)", highlight=False)
+    med = it["weighted_std"].median()
+    console.print(f"agreement: median weighted std {med:.2f} years, median {it['votes'].median():g} votes and "
+                  f"{it['effective_votes'].median():.2f} effective votes per item", highlight=False)
+    for note in res.notes:
+        console.print(f"note: {note}", highlight=False)
+    for what, path in written.items():
+        console.print(f"{what}: {path}", highlight=False)
+
+
+def _ends(df, n: int):
+    """The first and last ``n`` rows of ``df``."""
+    import pandas as pd
+
+    return pd.concat([df.head(n), df.tail(n)])

@@ -39,7 +39,7 @@ def eval_cmd(
     """
     from ..data.manifest import ManifestError
     from ..evaluation.evaluate import evaluate
-    from ..evaluation.report import degrade_verdict, fairness_line, results_table, write_report
+    from ..evaluation.report import age_group_verdict, degrade_verdict, fairness_line, results_table, write_report
     from ..export.formats import runner_formats
     from ..models.weights import WeightsError
     from ..runtime import bundled_model_path
@@ -67,6 +67,8 @@ def eval_cmd(
     for t in results_table(res.results):
         console.print(t)
     console.print(fairness_line(res.results.get("fairness", {})), highlight=False)
+    if res.results.get("age_groups"):
+        console.print(age_group_verdict(res.results["age_groups"]), highlight=False)
     dg = res.results.get("degrade")
     if dg:
         console.print(f"clean MAE {dg['clean']['mae']['value']:.2f} -> degraded ({dg['recipe']}) MAE "

@@ -28,7 +28,7 @@ from .cache import build_crop_cache
 from .crops import CropSpec
 from .datasets import FaceCropDataset, resolve_manifest
 from .lds import lds_weights
-from .manifest import FACE_BOX, PERSON_BOX, resolve_paths
+from .manifest import FACE_BOX, PERSON_BOX, age_bounds, has_intervals, resolve_paths
 from ..models.registry import AgeModelCfg
 
 if TYPE_CHECKING:
@@ -134,11 +134,20 @@ class AgeDataModule(L.LightningDataModule):
         sub = self.df.iloc[idx]
         genders = sub["gender"].fillna(-1).to_numpy(dtype=np.int64)
         weights = None
+        ages = sub["age"].to_numpy(dtype=np.float64, na_value=np.nan)
         if split == "train" and self.cfg.loss.age == "weighted_mse":
             l = self.cfg.loss
-            weights = lds_weights(sub["age"].to_numpy(), l.lds_kernel, l.lds_ks, l.lds_sigma, reweight=l.lds_reweight)
+            exact = ~np.isnan(ages)  # LDS weighs exact ages by their rarity; age-group rows keep weight 1
+            weights = np.ones(len(ages))
+            if exact.any():
+                weights[exact] = lds_weights(ages[exact], l.lds_kernel, l.lds_ks, l.lds_sigma, reweight=l.lds_reweight)
+        # age groups travel with the batch only when the table has them: plain data keeps 4-item batches
+        bounds = None
+        if has_intervals(self.df):
+            lo, hi = age_bounds(self.df)
+            bounds = (lo[idx], hi[idx])
         # Training batches are augmented after collation by the LightningModule (BatchAugment).
-        return FaceCropDataset(self.crops, idx, sub["age"].to_numpy(), genders, weights)
+        return FaceCropDataset(self.crops, idx, ages, genders, weights, bounds)
 
     def _loader(self, ds: FaceCropDataset, shuffle: bool, sampler=None) -> DataLoader:
         w = self.cfg.data.num_workers

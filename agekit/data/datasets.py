@@ -46,18 +46,25 @@ def resolve_manifest(dataset: str, root: str | None, manifest: str | None, split
 
 
 class FaceCropDataset(Dataset):
-    """Items: (uint8 image tensor 3xHxW, age, gender (-1 unknown), sample weight)."""
+    """Items: (uint8 image tensor 3xHxW, age, gender (-1 unknown), sample weight[, age_lo, age_hi]).
+
+    ``bounds`` (lo, hi per row, from :func:`agekit.data.manifest.age_bounds`) adds each row's age group to the
+    item, for data with age-group labels; ``age`` is then NaN on group rows (the loss tells them apart).
+    """
 
     def __init__(self, crops: np.ndarray, index: np.ndarray, ages: np.ndarray, genders: np.ndarray,
-                 weights: np.ndarray | None = None) -> None:
+                 weights: np.ndarray | None = None, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.crops, self.index = crops, index
         self.ages = ages.astype(np.float32)
         self.genders = genders.astype(np.int64)
         self.weights = np.ones(len(index), np.float32) if weights is None else weights.astype(np.float32)
+        self.bounds = None if bounds is None else (bounds[0].astype(np.float32), bounds[1].astype(np.float32))
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int):
         img = torch.from_numpy(np.array(self.crops[self.index[i]])).permute(2, 0, 1)
+        if self.bounds is not None:
+            return img, self.ages[i], self.genders[i], self.weights[i], self.bounds[0][i], self.bounds[1][i]
         return img, self.ages[i], self.genders[i], self.weights[i]

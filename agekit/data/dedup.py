@@ -19,7 +19,8 @@ def deduplicate(df: pd.DataFrame, conflict: str = "drop") -> tuple[pd.DataFrame,
 
     ``conflict`` says what to do with a group of copies whose labels (age or gender) disagree:
     ``"drop"`` removes the whole group (we cannot know which label is right: agekit's default),
-    ``"median"`` keeps one copy with the median age and the majority gender.
+    ``"median"`` keeps one copy with the median age and the majority gender (copies whose age groups,
+    ``age_lo``/``age_hi``, disagree keep the smallest range holding all of them).
     Returns the deduplicated frame and a report of what was removed.
     """
     if conflict not in ("drop", "median"):
@@ -39,8 +40,12 @@ def deduplicate(df: pd.DataFrame, conflict: str = "drop") -> tuple[pd.DataFrame,
     sizes = groups["path"].transform("size")
     n_age = groups["age"].transform("nunique")
     n_gender = groups["gender"].transform("nunique", dropna=False)  # builtin: a lambda per group is slow
+    from .manifest import INTERVAL_COLUMNS
+
+    intervals = [c for c in INTERVAL_COLUMNS if c in df.columns]
+    n_group = sum((groups[c].transform("nunique", dropna=False) for c in intervals), pd.Series(0, index=df.index))
     is_dup = sizes > 1
-    conflicting = is_dup & ((n_age > 1) | (n_gender > 1))
+    conflicting = is_dup & ((n_age > 1) | (n_gender > 1) | (n_group > len(intervals)))
     report = {
         "rows_in": int(len(df)),
         "duplicate_groups": int(len(np.unique(gid[is_dup.to_numpy()]))),
@@ -57,6 +62,11 @@ def deduplicate(df: pd.DataFrame, conflict: str = "drop") -> tuple[pd.DataFrame,
             lambda s: s.mode(dropna=True).iloc[0] if s.notna().any() else pd.NA)
         df.loc[conflicting, "age"] = med[conflicting]
         df.loc[conflicting, "gender"] = gmode
+        if intervals:  # the hull of the copies' groups and ages: the one range true for every copy's label
+            lo = df["age_lo"].fillna(df["age"]).groupby(gid, sort=False).transform("min")
+            hi = df["age_hi"].fillna(df["age"]).groupby(gid, sort=False).transform("max")
+            df.loc[conflicting, "age_lo"] = lo[conflicting]
+            df.loc[conflicting, "age_hi"] = hi[conflicting]
         out = df
     out = out[~pd.Series(gid).duplicated(keep="first").to_numpy()].reset_index(drop=True)
     report["rows_out"] = int(len(out))

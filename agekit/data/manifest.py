@@ -2,7 +2,8 @@
 
 Columns (CSV or Parquet):
     path                    image file (absolute, or relative to the manifest's own folder)
-    age                     float years (NaN when unknown, e.g. unlabelled prediction sets)
+    age                     float years: the exact age; NaN when unknown (unlabelled prediction sets) or when
+                            the row is labelled by an age group only (age_lo/age_hi)
     gender                  0 = male, 1 = female, <NA> unknown
     race                    group label when known (UTKFace: White/Black/Asian/Indian/Others)
     subject_id              identity, when known (enables subject-exclusive splits)
@@ -11,6 +12,9 @@ Columns (CSV or Parquet):
     lm_x0, lm_y0..lm_y4     optional: five face landmarks in pixels (left eye, right eye, nose tip,
                             left mouth corner, right mouth corner, as seen in the image), NaN when
                             absent; rows with them are aligned to the chip template (agekit.data.crops)
+    age_lo, age_hi          optional: an age-group label as an inclusive range of whole years [lo, hi]
+                            (PETA's "16-30" is 16, 30; an open top such as "over 60" is 61, AGE_MAX). Rows
+                            with an exact age leave them NaN (or set lo = hi = age); see :func:`age_bounds`
     source                  dataset name
     split                   optional: train/val/test or fold index, filled by a splitter
     content_hash            optional: sha1 of the file bytes, filled by deduplication
@@ -23,16 +27,18 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["MANIFEST_COLUMNS", "BOX_COLUMNS", "LANDMARK_COLUMNS", "ManifestError", "new_manifest",
-           "validate_manifest", "read_manifest", "write_manifest", "resolve_paths", "landmarks_array",
-           "with_landmarks"]
+__all__ = ["MANIFEST_COLUMNS", "BOX_COLUMNS", "LANDMARK_COLUMNS", "INTERVAL_COLUMNS", "AGE_MAX", "ManifestError",
+           "new_manifest", "validate_manifest", "read_manifest", "write_manifest", "resolve_paths", "landmarks_array",
+           "with_landmarks", "age_bounds", "interval_rows", "has_intervals", "interval_name"]
 
 FACE_BOX = ["face_x0", "face_y0", "face_x1", "face_y1"]
 PERSON_BOX = ["person_x0", "person_y0", "person_x1", "person_y1"]
 BOX_COLUMNS = FACE_BOX + PERSON_BOX
 MANIFEST_COLUMNS = ["path", "age", "gender", "race", "subject_id", *BOX_COLUMNS, "source"]
 LANDMARK_COLUMNS = [f"lm_{axis}{i}" for i in range(5) for axis in "xy"]  # lm_x0, lm_y0, ..., lm_y4
-OPTIONAL_COLUMNS = [*LANDMARK_COLUMNS, "split", "content_hash"]
+INTERVAL_COLUMNS = ["age_lo", "age_hi"]
+OPTIONAL_COLUMNS = [*INTERVAL_COLUMNS, *LANDMARK_COLUMNS, "split", "content_hash"]
+AGE_MAX = 130.0  # oldest valid age label; also the top of an open-ended group ("over 60" = [61, AGE_MAX])
 
 
 class ManifestError(ValueError):
@@ -54,7 +60,7 @@ def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     df["path"] = df["path"].astype(str)
     df["age"] = pd.to_numeric(df["age"], errors="raise").astype("float64")
     df["gender"] = pd.to_numeric(df["gender"], errors="raise").astype("Int64")
-    for col in BOX_COLUMNS + [c for c in LANDMARK_COLUMNS if c in df.columns]:
+    for col in BOX_COLUMNS + [c for c in INTERVAL_COLUMNS + LANDMARK_COLUMNS if c in df.columns]:
         df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
     for col in ("race", "subject_id", "source"):
         df[col] = df[col].astype("string")
@@ -72,13 +78,15 @@ def validate_manifest(df: pd.DataFrame, require_age: bool = True) -> pd.DataFram
         df = _coerce(df)
     except (ValueError, TypeError) as e:
         raise ManifestError(f"manifest has a non-numeric label: {e}") from None
-    if require_age and df["age"].isna().any():
-        i = int(np.flatnonzero(df["age"].isna().to_numpy())[0])
-        raise ManifestError(f"row {i} ({df['path'].iat[i]}): age is missing")
-    bad_age = df["age"].notna() & ((df["age"] < 0) | (df["age"] > 130))
+    _check_intervals(df)
+    unlabelled = df["age"].isna() & ~interval_rows(df)
+    if require_age and unlabelled.any():
+        i = int(np.flatnonzero(unlabelled.to_numpy())[0])
+        raise ManifestError(f"row {i} ({df['path'].iat[i]}): age is missing (neither an age nor age_lo/age_hi)")
+    bad_age = df["age"].notna() & ((df["age"] < 0) | (df["age"] > AGE_MAX))
     if bad_age.any():
         i = int(np.flatnonzero(bad_age.to_numpy())[0])
-        raise ManifestError(f"row {i} ({df['path'].iat[i]}): age {df['age'].iat[i]} is outside 0-130")
+        raise ManifestError(f"row {i} ({df['path'].iat[i]}): age {df['age'].iat[i]} is outside 0-{AGE_MAX:g}")
     bad_gender = df["gender"].notna() & ~df["gender"].isin([0, 1])
     if bad_gender.any():
         i = int(np.flatnonzero(bad_gender.to_numpy())[0])
@@ -101,6 +109,62 @@ def validate_manifest(df: pd.DataFrame, require_age: bool = True) -> pd.DataFram
             i = int(np.flatnonzero(flipped)[0])
             raise ManifestError(f"row {i} ({df['path'].iat[i]}): box {box[0][:-3]} has x1<=x0 or y1<=y0")
     return df
+
+
+def _check_intervals(df: pd.DataFrame) -> None:
+    """age_lo/age_hi: both columns or neither; per row both or neither, 0 <= lo <= hi <= AGE_MAX, age inside."""
+    present = [c for c in INTERVAL_COLUMNS if c in df.columns]
+    if not present:
+        return
+    if len(present) == 1:
+        raise ManifestError(f"manifest has {present[0]} but not {(set(INTERVAL_COLUMNS) - set(present)).pop()}")
+    lo, hi, age = (df[c].to_numpy(dtype=np.float64) for c in ("age_lo", "age_hi", "age"))
+    checks = (
+        (np.isnan(lo) != np.isnan(hi), "age_lo and age_hi must both be set or both be empty"),
+        (~np.isnan(lo) & ((lo < 0) | (hi > AGE_MAX)), f"age group [{{lo:g}}, {{hi:g}}] is outside 0-{AGE_MAX:g}"),
+        (~np.isnan(lo) & (hi < lo), "age group [{lo:g}, {hi:g}] has age_hi < age_lo"),
+        (~np.isnan(lo) & ~np.isnan(age) & ((age < lo) | (age > hi)),
+         "age {age:g} is outside its age group [{lo:g}, {hi:g}]"),
+    )
+    for bad, problem in checks:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ManifestError(f"row {i} ({df['path'].iat[i]}): " + problem.format(lo=lo[i], hi=hi[i], age=age[i]))
+
+
+def has_intervals(df: pd.DataFrame) -> bool:
+    """Whether any row is labelled by an age group only (see :func:`interval_rows`)."""
+    return bool(interval_rows(df).any())
+
+
+def interval_rows(df: pd.DataFrame) -> pd.Series:
+    """Rows labelled by an age group only: no exact age, and both age_lo and age_hi set."""
+    if not all(c in df.columns for c in INTERVAL_COLUMNS):
+        return pd.Series(False, index=df.index)
+    return df["age"].isna() & df["age_lo"].notna() & df["age_hi"].notna()
+
+
+def age_bounds(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) float arrays, one pair per row, the one place labels become training/evaluation targets.
+
+    An exact age gives lo = hi = age (it wins over a group on the same row); a group-only row gives its
+    range; an unlabelled row gives NaN, NaN. Ranges are in whole years, inclusive: [16, 30] holds every
+    age from 16.0 to 30.x, i.e. the continuous span [lo - 0.5, hi + 0.5) of the integer-age bins.
+    """
+    age = df["age"].to_numpy(dtype=np.float64, na_value=np.nan)
+    lo, hi = age.copy(), age.copy()
+    if all(c in df.columns for c in INTERVAL_COLUMNS):
+        group = np.isnan(age)
+        lo[group] = df["age_lo"].to_numpy(dtype=np.float64, na_value=np.nan)[group]
+        hi[group] = df["age_hi"].to_numpy(dtype=np.float64, na_value=np.nan)[group]
+    return lo, hi
+
+
+def interval_name(lo: float, hi: float) -> str:
+    """A group's label: '16-30', '61+' for an open top (hi = AGE_MAX), '25' for a one-year group."""
+    if hi >= AGE_MAX:
+        return f"{lo:g}+"
+    return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
 
 def read_manifest(path: str | Path, require_age: bool = True) -> pd.DataFrame:

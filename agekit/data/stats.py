@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["manifest_stats", "age_histogram", "group_table"]
+__all__ = ["manifest_stats", "age_histogram", "group_table", "age_group_table"]
 
 GENDER_NAMES = {0: "male", 1: "female"}
 
@@ -49,15 +49,46 @@ def age_histogram(ages: np.ndarray, bin_width: int = 5, weights: np.ndarray | No
     return bins
 
 
+def age_group_table(df: pd.DataFrame) -> list[dict]:
+    """Rows labelled by an age group only (``age_lo``/``age_hi``): images and people per group, overall and
+    per split, youngest group first. People are distinct ``subject_id`` values (NA when a row has none)."""
+    from .manifest import interval_name, interval_rows
+
+    sub = df[interval_rows(df).to_numpy()]
+    if sub.empty:
+        return []
+    has_split = "split" in sub.columns
+    out = []
+    for (lo, hi), g in sub.groupby(["age_lo", "age_hi"], sort=True):
+        row = {"group": interval_name(lo, hi), "lo": float(lo), "hi": float(hi), "images": int(len(g)),
+               "people": _people(g)}
+        if has_split:
+            row["by_split"] = {str(k): {"images": int(len(s)), "people": _people(s)}
+                               for k, s in g.groupby(g["split"].astype("string").fillna("none"), sort=True)}
+        out.append(row)
+    return out
+
+
+def _people(df: pd.DataFrame) -> int | None:
+    ids = df["subject_id"]
+    return None if ids.isna().any() else int(ids.nunique())
+
+
 def manifest_stats(df: pd.DataFrame, bin_width: int = 5, lds: bool = False, **lds_kwargs) -> dict:
     """Summary of a manifest; with ``lds`` also the LDS weight range (on the train split when there is one)."""
+    from .manifest import interval_rows
+
     ages = df["age"].to_numpy(dtype=np.float64, na_value=np.nan)
     known = ages[~np.isnan(ages)]
+    n_groups = int(interval_rows(df).sum())  # labelled by an age group only: not "missing"
+    splits = group_table(df, df["split"]) if "split" in df.columns else []
+    for r in splits:  # people per split (distinct subject ids), when every row of the split has one
+        r["people"] = _people(df[df["split"].astype("string").fillna("unknown") == r["group"]])
     out: dict = {
         "rows": int(len(df)),
-        "splits": group_table(df, df["split"]) if "split" in df.columns else [],
+        "splits": splits,
         "sources": group_table(df, df["source"]),
-        "age": {"count": int(len(known)), "missing": int(len(ages) - len(known)),
+        "age": {"count": int(len(known)), "missing": int(len(ages) - len(known)) - n_groups, "age_group_only": n_groups,
                 "min": _num(known.min()) if len(known) else None, "max": _num(known.max()) if len(known) else None,
                 "mean": _num(known.mean()) if len(known) else None,
                 "median": _num(np.median(known)) if len(known) else None,
@@ -65,6 +96,7 @@ def manifest_stats(df: pd.DataFrame, bin_width: int = 5, lds: bool = False, **ld
         "gender": group_table(df, df["gender"].map(GENDER_NAMES, na_action="ignore")),
         "race": group_table(df, df["race"]),
         "age_bin_width": int(bin_width),
+        "age_groups": age_group_table(df),
     }
     weights, use = None, None
     if lds:

@@ -77,7 +77,12 @@ def calibrate(model: str | Path | Runner, data: str | Path = "utkface", split: s
     ss = scored_split(runner, data, split, root, cache_dir, crop, limit, seed)
     outs, _ = predict_outputs(runner, ss.crops, ss.index, batch_size, tta_flip)
     y = ss.df["age"].to_numpy(dtype=np.float64)[ss.index]
-    rec = calibration_record(y, outs["age"], outs.get("age_std"), alpha, ss.data_name, split)
+    exact = ~np.isnan(y)  # conformal scores need exact ages; age-group rows cannot give one
+    if not exact.any():
+        raise ValueError(f"calibration needs exact ages; {ss.data_name}/{split} has age groups only")
+    std = outs.get("age_std")
+    rec = calibration_record(y[exact], outs["age"][exact], None if std is None else std[exact], alpha, ss.data_name,
+                             split)
     rec.update(tta_flip=tta_flip, crop=ss.spec.mode)
     if limit is not None:
         rec["limit"] = limit

@@ -22,14 +22,14 @@ from ..data.adapters import ADAPTERS, get_adapter
 from ..data.cache import build_crop_cache
 from ..data.crops import CropSpec
 from ..data.datasets import resolve_manifest
-from ..data.manifest import read_manifest
+from ..data.manifest import has_intervals, interval_rows, read_manifest
 from ..data.transforms import normalize
 from ..runtime import Runner, load_runner
 from ..runtime.runner import reported_gender
-from .metrics import age_bin_labels, age_bin_names, estimate
+from .metrics import age_bin_labels, age_bin_names, assign_groups, estimate, group_metrics, group_set, range_error
 
-__all__ = ["EvalResult", "load_eval_table", "predict_outputs", "scored_split",
-           "ScoredSplit", "summarize", "fairness", "interval_summary", "crop_blur", "degrade_summary", "evaluate",
+__all__ = ["EvalResult", "load_eval_table", "predict_outputs", "scored_split", "ScoredSplit", "summarize",
+           "add_group_columns", "fairness", "interval_summary", "crop_blur", "degrade_summary", "evaluate",
            "GENDER_NAMES", "FAIRNESS_GOAL", "FAIRNESS_GROUPINGS", "FAIRNESS_MIN_N"]
 
 GENDER_NAMES = {0: "male", 1: "female"}
@@ -140,6 +140,13 @@ def scored_split(runner: Runner, data: str | Path, split: str, root: str | Path 
     if limit is not None and limit < len(index):
         index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
     if len(index) == 0:
+        from ..data.manifest import FACE_BOX, PERSON_BOX, landmarks_array
+
+        body = (df[FACE_BOX].isna().any(axis=1) & df[PERSON_BOX].notna().all(axis=1)).to_numpy()
+        body = body & np.isnan(landmarks_array(df)).all(axis=(1, 2))
+        if body[in_split].all():
+            raise ValueError(f"{data_name}/{split} has person (body) crops only, no faces, and this model scores face "
+                             "crops: evaluate a model that takes body crops")
         raise ValueError(f"split {split!r} has no readable images")
     return ScoredSplit(df, data_name, crops, index, in_split, ok, errors, spec)
 
@@ -247,6 +254,9 @@ def fairness(summary: dict[str, Any], min_n: int = FAIRNESS_MIN_N) -> dict[str, 
     ``{worst_group, worst_mae, overall_mae, ratio, goal, met, n, groupings: {name: {...same keys}}}``; a
     grouping with fewer than two groups of at least ``min_n`` rows cannot be compared and is left out.
     """
+    if not summary["metrics"].get("mae"):  # no exact ages (age groups only): nothing to rank by MAE
+        return {"worst_group": None, "worst_mae": None, "overall_mae": None, "ratio": None, "goal": FAIRNESS_GOAL,
+                "met": None, "n": None, "groupings": {}, "min_n": min_n, "note": "no exact ages in the data"}
     overall = float(summary["metrics"]["mae"]["value"])
     per: dict[str, Any] = {}
     for name, key in FAIRNESS_GROUPINGS.items():
@@ -264,22 +274,32 @@ def fairness(summary: dict[str, Any], min_n: int = FAIRNESS_MIN_N) -> dict[str, 
 
 
 def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int = 0,
-              fairness_min_n: int = FAIRNESS_MIN_N) -> dict[str, Any]:
+              fairness_min_n: int = FAIRNESS_MIN_N, groups: np.ndarray | None = None) -> dict[str, Any]:
     """Metrics with 95% percentile-bootstrap CIs from a predictions table.
 
     ``pred`` needs columns age, pred, gender (0/1/NA), p_female (P(female)) and optionally race and
     source (the dataset of each row). Works from the table alone, so a saved predictions.csv can be
     re-scored later. ``by_source`` breaks the metrics down by source dataset; ``fairness`` names the
     worst gender / race / source group and its ratio to the overall MAE (see :func:`fairness`).
+
+    Age groups: rows with no exact age but ``age_lo``/``age_hi`` (PETA) are scored in ``age_groups`` by
+    :func:`agekit.evaluation.metrics.group_metrics` (group accuracy against the majority-class rate, MAE to the
+    group's range; ``groups`` is the data's full group set). MAE, CS@k, bias and the per-bin tables use the
+    exact-age rows only (``None`` when there are none); gender accuracy uses every row with a known gender.
     """
-    err = (pred["pred"] - pred["age"]).to_numpy(dtype=np.float64)
     known = (pred["gender"].notna() & pred["p_female"].notna()).to_numpy()
     correct = ((pred["p_female"][known] > 0.5) == (pred["gender"][known] == 1)).to_numpy(dtype=np.float64)
+    by_group = _group_rows_mask(pred)
+    full = pred
+    pred = pred[pred["age"].notna().to_numpy()]
+    err = (pred["pred"] - pred["age"]).to_numpy(dtype=np.float64)
+    exact = len(err) > 0
     metrics = {
-        "mae": estimate(np.abs(err), n_boot=n_boot, seed=seed).to_dict(),
-        "cs": {"k": cs_k, **estimate((np.abs(err) <= cs_k).astype(np.float64), n_boot=n_boot, seed=seed).to_dict()},
+        "mae": estimate(np.abs(err), n_boot=n_boot, seed=seed).to_dict() if exact else None,
+        "cs": {"k": cs_k, **estimate((np.abs(err) <= cs_k).astype(np.float64), n_boot=n_boot, seed=seed).to_dict()}
+        if exact else None,
         "gender_acc": estimate(correct, n_boot=n_boot, seed=seed).to_dict() if len(correct) else None,
-        "bias": estimate(err, n_boot=n_boot, seed=seed).to_dict(),
+        "bias": estimate(err, n_boot=n_boot, seed=seed).to_dict() if exact else None,
     }
     pred = pred.assign(age_bin=age_bin_labels(pred["age"].to_numpy()),
                        gender_name=pred["gender"].map(GENDER_NAMES).astype(object))
@@ -296,8 +316,38 @@ def summarize(pred: pd.DataFrame, cs_k: float = 5, n_boot: int = 1000, seed: int
         out["by_source"] = _group_rows(pred.assign(source=pred["source"].astype(object)), "source", srcs,
                                        n_boot, seed, cs_k)
     out["fairness"] = fairness(out, fairness_min_n)
-    if "age_low" in pred.columns and "age_high" in pred.columns:
+    if exact and "age_low" in pred.columns and "age_high" in pred.columns:
         out["interval"] = interval_summary(pred, n_boot, seed)
+    if by_group.any():
+        g = full[by_group]
+        out["age_groups"] = group_metrics(g["pred"].to_numpy(), g["age_lo"].to_numpy(), g["age_hi"].to_numpy(),
+                                          groups, n_boot, seed)
+    return out
+
+
+def _group_rows_mask(pred: pd.DataFrame) -> np.ndarray:
+    """Rows of a predictions table labelled by an age group only."""
+    if "age_lo" not in pred.columns or "age_hi" not in pred.columns:
+        return np.zeros(len(pred), dtype=bool)
+    return (pred["age"].isna() & pred["age_lo"].notna() & pred["age_hi"].notna()).to_numpy()
+
+
+def add_group_columns(pred: pd.DataFrame, groups: np.ndarray) -> pd.DataFrame:
+    """``group`` (labelled), ``pred_group`` (containing the predicted age) and ``range_error`` on group rows."""
+    from ..data.manifest import interval_name
+
+    rows = _group_rows_mask(pred)
+    if not rows.any():
+        return pred
+    names = np.array([interval_name(a, b) for a, b in groups], dtype=object)
+    sub = pred[rows]
+    out = pred.copy()
+    out["group"] = pd.Series(pd.NA, index=pred.index, dtype="string")
+    out["pred_group"] = pd.Series(pd.NA, index=pred.index, dtype="string")
+    out["range_error"] = np.nan
+    out.loc[rows, "group"] = [interval_name(a, b) for a, b in zip(sub["age_lo"], sub["age_hi"])]
+    out.loc[rows, "pred_group"] = names[assign_groups(sub["pred"].to_numpy(), groups)]
+    out.loc[rows, "range_error"] = range_error(sub["pred"], sub["age_lo"], sub["age_hi"])
     return out
 
 
@@ -392,6 +442,13 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
     for key in ("age_std", "age_low", "age_high"):
         if key in outs:
             pred[key] = outs[key]
+    groups = None
+    if has_intervals(sub):  # age groups: the labelled range, and the data's full group set for the predicted one
+        pred["age_lo"] = sub["age_lo"].to_numpy(dtype=np.float64)
+        pred["age_hi"] = sub["age_hi"].to_numpy(dtype=np.float64)
+        g = df[interval_rows(df).to_numpy()]
+        groups = group_set(g["age_lo"].to_numpy(), g["age_hi"].to_numpy())
+        pred = add_group_columns(pred, groups)
     if "age_low" in outs:  # what the interval width is compared against: image quality and face size
         pred["blur"] = crop_blur(ss.crops, index)
         iod = _inter_ocular(sub)
@@ -399,6 +456,8 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
             pred["inter_ocular"] = iod
     pred["gender"] = pred["gender"].astype("Int64")
     deg_seconds = None
+    if degrade is not None and not pred["age"].notna().any():
+        raise ValueError(f"--degrade compares MAE on exact ages; {data_name}/{split} has age groups only")
     if degrade is not None:
         douts, deg_seconds = predict_outputs(runner, ss.crops, index, batch_size, tta_flip, degrade, degrade_seed)
         pred["pred_degraded"] = douts["age"]
@@ -417,7 +476,7 @@ def evaluate(model: str | Path, data: str | Path = "utkface", split: str = "test
                  "crop": spec.mode, "limit": limit},
         "settings": {"cs_k": cs_k, "n_boot": n_boot, "seed": seed, "ci": "95% percentile bootstrap",
                      "batch_size": batch_size},
-        **summarize(pred, cs_k, n_boot, seed),
+        **summarize(pred, cs_k, n_boot, seed, groups=groups),
         "timing": {"seconds": seconds, "images_per_s": len(index) * (2 if tta_flip else 1) / max(seconds, 1e-9),
                    "note": "forward passes per second (TTA doubles them)"},
     }

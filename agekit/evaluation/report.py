@@ -11,7 +11,7 @@ from .evaluate import EvalResult
 from .plots import plot_mae_by_group, plot_scatter
 
 __all__ = ["write_report", "results_table", "markdown_report", "fairness_line", "fairness_lines", "degrade_lines",
-           "degrade_verdict"]
+           "degrade_verdict", "age_group_lines", "age_group_verdict"]
 
 
 def _ci(e: dict[str, Any] | None, pct: bool = False, digits: int = 2) -> tuple[str, str]:
@@ -21,10 +21,15 @@ def _ci(e: dict[str, Any] | None, pct: bool = False, digits: int = 2) -> tuple[s
     return f(e["value"]), f"[{f(e['ci_low'])}, {f(e['ci_high'])}]"
 
 
+def _cs_k(r: dict[str, Any]) -> float:
+    """k of CS@k (the metric is None when no row has an exact age)."""
+    return (r["metrics"].get("cs") or {}).get("k", (r.get("settings") or {}).get("cs_k", 5))
+
+
 def _overall_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     m = r["metrics"]
     rows = []
-    for label, key, pct in (("MAE (years)", "mae", False), (f"CS@{m['cs']['k']:g}", "cs", True),
+    for label, key, pct in (("MAE (years)", "mae", False), (f"CS@{_cs_k(r):g}", "cs", True),
                             ("gender accuracy", "gender_acc", True), ("bias, pred - true (years)", "bias", False)):
         v, ci = _ci(m.get(key), pct)
         rows.append((label, v, ci, str(m[key]["n"]) if m.get(key) else "0"))
@@ -64,7 +69,7 @@ def _interval_lines(iv: dict[str, Any], cal: dict[str, Any]) -> list[str]:
 
 
 def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
-    m, d, k = r["model"], r["data"], r["metrics"]["cs"]["k"]
+    m, d, k = r["model"], r["data"], _cs_k(r)
     lines = [f"# Evaluation: {m.get('model_name', '')} on {d['name']} / {d['split']}", "",
              f"- model: `{m['path']}` (backend {m['backend']}, input {'x'.join(map(str, m['input_size'][1:]))}, "
              f"flip TTA {'on' if m['tta_flip'] else 'off'})",
@@ -87,6 +92,8 @@ def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
         lines += ["", "## Fairness", "", *fairness_lines(r["fairness"])]
     if r.get("interval"):
         lines += ["", *_interval_lines(r["interval"], m.get("calibration") or {})]
+    if r.get("age_groups"):
+        lines += ["", *age_group_lines(r["age_groups"])]
     if r.get("degrade"):
         lines += ["", *degrade_lines(r["degrade"])]
     lines += ["", "## Plots", ""]
@@ -94,14 +101,54 @@ def markdown_report(r: dict[str, Any], files: dict[str, str]) -> str:
         if name in files:
             lines.append(f"![{name}]({Path(files[name]).name})")
     cols = "path, age, pred, gender, p_female = P(female), pred_gender, gender_prob = P(pred_gender), race, source"
+    if r.get("age_groups"):
+        cols += ", age_lo, age_hi, group, pred_group, range_error (age-group rows)"
     if r.get("interval"):
         cols += ", age_low, age_high (calibrated interval), blur, inter_ocular (when landmarks)"
     lines += ["", f"Per-image predictions: `{Path(files['predictions']).name}` ({cols}).", ""]
     return "\n".join(lines)
 
 
+def age_group_verdict(g: dict[str, Any]) -> str:
+    """One line: group accuracy with its CI against the majority-class rate."""
+    a, mj = g["accuracy"], g["majority"]
+    return (f"age-group accuracy {100 * a['value']:.1f}% [{100 * a['ci_low']:.1f}, {100 * a['ci_high']:.1f}] vs "
+            f"majority class ({mj['group']}) {100 * mj['rate']:.1f}%: "
+            + ("beats it beyond the 95% CI" if g["beats_majority"] else "does NOT beat it beyond the 95% CI")
+            + f"; balanced accuracy {100 * g['balanced_accuracy']:.1f}%; MAE to the group's range "
+              f"{g['range_mae']['value']:.2f} years (n = {g['n']})")
+
+
+def age_group_lines(g: dict[str, Any]) -> list[str]:
+    """Markdown: the verdict, the per-group table and the confusion matrix of an age-group evaluation."""
+    v, ci = _ci(g["accuracy"], pct=True)
+    rv, rci = _ci(g["range_mae"])
+    lines = ["## Age groups (interval labels)", "", f"**{age_group_verdict(g)}**", "",
+             "| metric | value | 95% CI |", "|---|---:|---|", f"| group accuracy | {v} | {ci} |",
+             f"| majority-class rate ({g['majority']['group']}) | {100 * g['majority']['rate']:.1f}% | |",
+             f"| balanced accuracy (mean per-group recall) | {100 * g['balanced_accuracy']:.1f}% | |",
+             f"| MAE to the group's range (years) | {rv} | {rci} |", "",
+             "| group | n | recall | MAE to range | mean predicted age | predicted as this group |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in g["by_group"]:
+        if row["n"] == 0 and row["predicted"] == 0:
+            continue
+        rec = "-" if row["recall"] is None else f"{100 * row['recall']:.1f}%"
+        rm = "-" if row["range_mae"] is None else f"{row['range_mae']:.2f}"
+        mp = "-" if row["mean_pred"] is None else f"{row['mean_pred']:.1f}"
+        lines.append(f"| {row['group']} | {row['n']} | {rec} | {rm} | {mp} | {row['predicted']} |")
+    labels, mat = g["confusion"]["labels"], g["confusion"]["matrix"]
+    lines += ["", "Confusion (rows: labelled group, columns: predicted group):", "",
+              "| | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    lines += [f"| {name} | " + " | ".join(str(c) for c in row) + " |" for name, row in zip(labels, mat)]
+    lines += ["", f"Convention: {g['convention']}."]
+    return lines
+
+
 def fairness_line(f: dict[str, Any]) -> str:
     """One line: the worst group, its MAE and its ratio to the overall MAE against the goal."""
+    if f and f.get("overall_mae") is None:
+        return "fairness: no exact ages to compare MAE on (age groups only)"
     if not f or f.get("worst_group") is None:
         return "fairness: no grouping has two groups large enough to compare"
     return (f"worst group {f['worst_group']}: MAE {f['worst_mae']:.2f} = {f['ratio']:.2f}x overall "
@@ -162,8 +209,10 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, str]:
     files = {"predictions": str(out / "predictions.csv"), "results": str(out / "results.json"),
              "report": str(out / "report.md")}
     result.predictions.to_csv(files["predictions"], index=False)
-    files["scatter"] = str(plot_scatter(result.predictions, out / "scatter.png",
-                                        f"{r['model'].get('model_name', '')} on {r['data']['name']}/{r['data']['split']}"))
+    exact = result.predictions[result.predictions["age"].notna()]
+    if len(exact):
+        files["scatter"] = str(plot_scatter(exact, out / "scatter.png",
+                                            f"{r['model'].get('model_name', '')} on {r['data']['name']}/{r['data']['split']}"))
     if r["by_age_bin"]:
         files["mae_by_age"] = str(plot_mae_by_group(r["by_age_bin"], out / "mae_by_age.png"))
     r["files"] = {k: Path(v).name for k, v in files.items()}
@@ -188,6 +237,16 @@ def results_table(r: dict[str, Any]) -> list[Table]:
         for g in r[key]:
             v, ci = _ci(g["mae"])
             t.add_row(g["group"], str(g["n"]), v, ci, f"{g['bias']:+.2f}")
+        tables.append(t)
+    ag = r.get("age_groups")
+    if ag:
+        t = Table("group", "n", "recall", "MAE to range", "mean pred", "predicted as",
+                  title="age groups (interval labels)", caption=age_group_verdict(ag))
+        for row in ag["by_group"]:
+            if row["n"] or row["predicted"]:
+                t.add_row(row["group"], str(row["n"]), "-" if row["recall"] is None else f"{100 * row['recall']:.1f}%",
+                          "-" if row["range_mae"] is None else f"{row['range_mae']:.2f}",
+                          "-" if row["mean_pred"] is None else f"{row['mean_pred']:.1f}", str(row["predicted"]))
         tables.append(t)
     iv = r.get("interval")
     if iv:

@@ -1,6 +1,7 @@
 """Bring your own data: a folder of images plus a CSV of labels.
 
-Columns: ``file`` (relative to the folder, or absolute) and ``age`` are required; ``gender``
+Columns: ``file`` (relative to the folder, or absolute) and ``age`` are required (or, for age-group labels,
+``age_lo`` and ``age_hi``: an inclusive range of whole years, ``age`` then empty on those rows); ``gender``
 (M/F, male/female, or 0/1 in agekit's convention 0 = male, 1 = female; empty or -1 = unknown),
 ``race``, ``subject_id`` and the box columns (``face_x0`` .. ``person_y1``, -1 or empty = absent)
 are optional. The label parsers here are shared with the LAGENDA adapter.
@@ -66,6 +67,26 @@ def parse_ages(path: Path, df: pd.DataFrame, col: str = "age", unknown_ok: bool 
     return age.where(~unknown).astype("float64")
 
 
+def parse_age_groups(path: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """``age`` (optional column), ``age_lo``, ``age_hi``: each row needs an age or both ends of its group."""
+    if "age" not in df.columns:
+        df = df.assign(age="")
+    out = pd.DataFrame({c: parse_ages(path, df, c, unknown_ok=True) for c in ("age", "age_lo", "age_hi")})
+    half = out["age_lo"].isna() != out["age_hi"].isna()
+    if half.any():
+        _fail(path, df, half, "age_lo and age_hi must both be set or both be empty")
+    unlabelled = out["age"].isna() & out["age_lo"].isna()
+    if unlabelled.any():
+        _fail(path, df, unlabelled, "no age and no age_lo/age_hi")
+    flipped = out["age_hi"] < out["age_lo"]
+    if flipped.any():
+        _fail(path, df, flipped, "age_hi is below age_lo")
+    outside = out["age"].notna() & out["age_lo"].notna() & ((out["age"] < out["age_lo"]) | (out["age"] > out["age_hi"]))
+    if outside.any():
+        _fail(path, df, outside, "age is outside [age_lo, age_hi]")
+    return out
+
+
 def parse_genders(path: Path, df: pd.DataFrame, col: str = "gender") -> pd.Series:
     """agekit genders (0 male, 1 female, NA unknown) from M/F, male/female, 0/1 (case-insensitive)."""
     key = df[col].str.lower().str.replace(r"^([01])\.0*$", r"\1", regex=True)
@@ -123,10 +144,13 @@ def folder_manifest(root: str | Path, labels: str | Path | None = None, allow_mi
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     path = find_labels(root, labels)
-    df = read_label_csv(path, ["file", "age"])
+    df = read_label_csv(path, ["file"])
+    groups = {"age_lo", "age_hi"} <= set(df.columns)
+    if not groups and "age" not in df.columns:
+        raise LabelFileError(f"{path}: missing column(s) age (or age_lo and age_hi) (has: {', '.join(df.columns[1:])})")
     if df.empty:
         raise LabelFileError(f"{path}: no rows")
-    table = pd.DataFrame({"age": parse_ages(path, df)})
+    table = parse_age_groups(path, df) if groups else pd.DataFrame({"age": parse_ages(path, df)})
     if "gender" in df.columns:
         table["gender"] = parse_genders(path, df)
     for col in ("race", "subject_id"):
