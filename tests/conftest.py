@@ -56,3 +56,15 @@ def bundled_model_file() -> Path:
     if not p.is_file():
         pytest.skip("bundled model not present")
     return p
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_cache(tmp_path_factory):
+    """The default backend exports models into the user cache; tests use a temporary one instead."""
+    old = os.environ.get("AGEKIT_CACHE_DIR")
+    os.environ["AGEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("user_cache"))
+    yield
+    if old is None:
+        os.environ.pop("AGEKIT_CACHE_DIR", None)
+    else:
+        os.environ["AGEKIT_CACHE_DIR"] = old

@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
 def predict_cmd(
     sources: List[str] = typer.Argument(..., help="Image file(s), folder(s) or glob(s) (quote globs, e.g. 'photos/**/*.jpg')."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file (.safetensors, .ckpt, .onnx, .tflite); default: the bundled model."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="torch, onnx (onnxruntime; a .safetensors model is exported once) or tflite; default: by file type."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="torch, onnx, onnx-int8, tflite or tflite-int8. Default: exported files by their type; a .safetensors "
+              "model runs in ONNX Runtime (exported once into the user cache and checked against PyTorch; PyTorch if that fails)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to this .json, .jsonl or .csv file."),
     draw: Optional[Path] = typer.Option(None, "--draw", help="Write annotated copies of the images into this folder."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Face crops per model call (pooled across images)."),

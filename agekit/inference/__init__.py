@@ -8,14 +8,14 @@ from typing import Any
 
 __all__ = [
     "Predictor", "ImageResult", "FaceResult", "Detection", "FaceDetector", "DETECTORS", "create_detector",
-    "register_detector", "align_face", "TEMPLATE", "load_runner", "ModelFileError", "summarize_timings",
+    "register_detector", "align_face", "TEMPLATE", "load_runner", "ModelFileError", "summarize_timings", "default_runner",
 ]
 
 _LAZY = {
     "Predictor": "predictor", "summarize_timings": "predictor", "ImageResult": "results", "FaceResult": "results",
     "Detection": "detectors", "FaceDetector": "detectors", "DETECTORS": "detectors", "create_detector": "detectors",
     "register_detector": "detectors", "align_face": "agekit.data.align", "TEMPLATE": "agekit.data.align",
-    "load_runner": "agekit.runtime", "ModelFileError": "agekit.runtime",
+    "load_runner": "agekit.runtime", "ModelFileError": "agekit.runtime", "default_runner": "backend",
 }
 
 

@@ -20,8 +20,9 @@ import numpy as np
 from ..data.imageio import ImageLoadError
 from ..data.transforms import crops_to_batch
 from ..data.crops import CropSpec
-from ..runtime import ModelFileError, load_runner
+from ..runtime import ModelFileError
 from ..runtime.runner import reported_gender
+from .backend import default_runner
 from .detectors import Detection, FaceDetector, create_detector
 from .results import FaceResult, ImageResult
 from .sources import SourceItem, list_sources
@@ -39,8 +40,11 @@ class Predictor:
         model: agekit ``.safetensors``/``.ckpt`` (torch or onnx backend), ``.onnx`` or ``.tflite`` file;
             ``None`` uses the bundled model.
         backend: a runnable format of ``agekit.export.formats.EXPORT_FORMATS`` (``"torch"``, ``"onnx"``
-            = onnxruntime, ``"tflite"``), ``None`` = by file suffix. ``"onnx"`` on a ``.safetensors``
-            model exports it once into ``cache_dir`` (default: the user cache).
+            = onnxruntime, ``"onnx-int8"``, ``"tflite"``, ``"tflite-int8"``). ``None``: exported files run
+            as they are; agekit weights on CPU run in ONNX Runtime, exported once into ``cache_dir``
+            (default: the user cache) and checked against PyTorch, else in PyTorch with a warning
+            (:func:`agekit.inference.backend.default_runner`). ``"onnx"``/``"tflite"`` on a
+            ``.safetensors`` model export it once into ``cache_dir`` too.
         detector: a registered detector name (see ``agekit.inference.detectors.DETECTORS``) or an
             object with ``detect(rgb) -> list[Detection]``.
         batch_size: face crops per model call (pooled across images).
@@ -57,7 +61,7 @@ class Predictor:
                  detector_kwargs: dict[str, Any] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.runner = load_runner(model, backend, device=device, threads=threads, cache_dir=cache_dir)
+        self.runner = default_runner(model, backend, device=device, threads=threads, cache_dir=cache_dir)
         self.model_path = getattr(self.runner, "source_path", None) or self.runner.path
         self.backend_name = self.runner.backend
         self.cfg = self.runner.cfg
