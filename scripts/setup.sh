@@ -11,7 +11,17 @@ stamp=.venv/.agekit-install-stamp
 want=$(cat pyproject.toml constraints.txt | sha1sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,mobile]"
+  # litert-torch (TFLite export) and two of its parts: --no-deps, see [tool.agekit] in pyproject.toml
+  nodeps=$(.venv/bin/python - <<'PY'
+try:
+    import tomllib
+except ImportError:  # Python 3.10: tomli comes with the mobile extra
+    import tomli as tomllib
+print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["agekit"]["mobile-no-deps"]))
+PY
+)
+  .venv/bin/python -m pip install -q -c constraints.txt --no-deps $nodeps
   echo "$want" > "$stamp"
 fi
 # The web-page test drives Debian's chromium through Playwright (no browser download): install it when missing

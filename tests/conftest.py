@@ -67,3 +67,15 @@ def agekit_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
     with ServerProcess(["--workers", "2", "--max-bytes", "2000000", "--max-pixels", "4000000"], log=log) as srv:
         yield srv
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_cache(tmp_path_factory):
+    """The default backend exports models into the user cache; tests use a temporary one instead."""
+    old = os.environ.get("AGEKIT_CACHE_DIR")
+    os.environ["AGEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("user_cache"))
+    yield
+    if old is None:
+        os.environ.pop("AGEKIT_CACHE_DIR", None)
+    else:
+        os.environ["AGEKIT_CACHE_DIR"] = old

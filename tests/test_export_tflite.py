@@ -1,28 +1,111 @@
-"""TFLite export through litert-torch (optional dependency: skipped where it is not installed)."""
+"""TFLite export through litert-torch (installed by scripts/setup.sh; skipped where it is not installed):
+metadata inside the file, parity in years on real UTKFace crops, `agekit predict --backend tflite`, int8."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
-from agekit.evaluation.parity import check_parity  # noqa: E402
-from agekit.export.formats import export_model  # noqa: E402
-from agekit.runtime import load_runner  # noqa: E402
+from agekit.cli.main import app  # noqa: E402
+from agekit.evaluation.parity import check_parity, parity_inputs  # noqa: E402
+from agekit.export.formats import INT8_PARITY, ExportError, export_model  # noqa: E402
+from agekit.export.tflite import read_tflite_metadata  # noqa: E402
+from agekit.inference.defaults import example_photo_path  # noqa: E402
+from agekit.runtime import ModelFileError, load_runner  # noqa: E402
+from agekit.runtime.cache import cached_export  # noqa: E402
 
 
-def test_tflite_export_parity_and_metadata(random_model_file: Path, tmp_path: Path):
-    res = export_model(random_model_file, "tflite", tmp_path / "m.tflite")
-    assert res.path.is_file() and (tmp_path / "m.tflite.json").is_file()
+@pytest.fixture(scope="module")
+def bundled_tflite(bundled_model_file: Path, tmp_path_factory) -> Path:
+    """The bundled model converted once for this module, in the user cache (as `--backend tflite` does)."""
+    import os
+
+    return cached_export(bundled_model_file, "tflite", os.environ["AGEKIT_CACHE_DIR"])
+
+
+def test_tflite_export_carries_metadata_and_calibration(random_model_file: Path, tmp_path: Path):
+    from agekit.models import load_model, save_weights
+
+    model, _, meta = load_model(random_model_file)
+    calibrated = save_weights(model, tmp_path / "cal.safetensors", {**meta, "calibration": {"q": 7.5, "score": "abs"}})
+    res = export_model(calibrated, "tflite", tmp_path / "m.tflite")
+    assert res.path.is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith("m.")] == ["m.tflite"]
+    md = read_tflite_metadata(res.path)  # inside the file, no sidecar
+    assert json.loads(md["calibration"]) == {"q": 7.5, "score": "abs"} and json.loads(md["outputs_order"]) == ["age", "gender_logit"]
     runner = load_runner(res.path, threads=1)
-    ref = load_runner(random_model_file)
-    assert runner.backend == "tflite"
+    ref = load_runner(calibrated)
+    assert runner.backend == "tflite" and runner.calibration == {"q": 7.5, "score": "abs"}
     assert runner.cfg.input_size == ref.cfg.input_size and runner.cfg.mean == ref.cfg.mean
     x = np.random.default_rng(0).standard_normal((3, *ref.cfg.input_size)).astype(np.float32)
     rep = check_parity(ref, runner, x, "random", age_tolerance=1e-3, prob_tolerance=1e-4)
     assert rep.passed, rep
-    out = runner(x)  # whole outputs per image, not element [0] of each
+    out = runner.predict(x)  # whole outputs per image, and the calibrated interval
     assert out["age"].shape == (3,) and out["gender_logit"].shape == (3,)
+    np.testing.assert_allclose(out["age_high"] - out["age_low"], 15.0, atol=1e-4)
+
+
+def test_a_tflite_file_without_agekit_metadata_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "x.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFileError, match="x.tflite"):
+        load_runner(bad)
+
+
+@pytest.fixture(scope="module")
+def calib_chips(utkface_subset: Path, tmp_path_factory) -> Path:
+    """24 real chips for int8 calibration, none of them among the first ones the parity checks use."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("calib")
+    for f in sorted(utkface_subset.iterdir())[-24:]:
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def test_bundled_tflite_parity_in_years_on_real_crops(bundled_model_file, bundled_tflite, utkface_subset):
+    """The README's mobile path: the bundled model as TFLite matches PyTorch on real UTKFace chips."""
+    ref = load_runner(bundled_model_file, "torch")
+    cand = load_runner(bundled_tflite, threads=1)
+    x, source = parity_inputs(utkface_subset, ref.cfg, n=16)
+    rep = check_parity(ref, cand, x, source)
+    assert rep.n == 16 and rep.passed and rep.max_age_diff < 0.01 and rep.max_p_female_diff < 1e-3, rep
+    assert cand.calibration == ref.calibration  # the interval record travels with the file
+
+
+def test_predict_backend_tflite_on_the_example_photo(bundled_model_file, bundled_tflite, tmp_path):
+    """`agekit predict --backend tflite` on the bundled model: converted once into the cache, same answer."""
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(app, ["predict", str(example_photo_path()), "--backend", "tflite", "--threads", "1",
+                                 "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "tflite)" in r.output
+    [rec] = json.loads(out.read_text())
+    [face] = rec["faces"]
+    assert face["age"] == pytest.approx(30.05, abs=0.1) and face["gender"] == "female"  # the bundled model's answer
+    assert face["age_low"] is not None and face["age_low"] < face["age"] < face["age_high"]
+    r2 = CliRunner().invoke(app, ["predict", str(example_photo_path()), "--model", str(bundled_tflite), "--quiet"])
+    assert r2.exit_code == 0, r2.output
+
+
+def test_tflite_int8_export_and_runner(bundled_model_file, utkface_subset, calib_chips, tmp_path):
+    """Int8 through litert-torch PT2E, calibrated on a few real training crops: its own row, runner and parity."""
+    ref = load_runner(bundled_model_file, "torch")
+    with pytest.raises(ExportError, match="needs calibration inputs"):
+        export_model(bundled_model_file, "tflite-int8", tmp_path / "m.int8.tflite")
+    calib, source = parity_inputs(calib_chips, ref.cfg, n=24)
+    res = export_model(bundled_model_file, "tflite-int8", tmp_path / "m.int8.tflite", calibration=calib,
+                       calibration_source=source)
+    runner = load_runner(res.path, threads=1)
+    assert runner.backend == "tflite-int8" and json.loads(runner.metadata["quantization"])["calibration_crops"] == 24
+    assert res.size_bytes < 0.5 * (bundled_model_file.stat().st_size)  # int8 weights
+    x, src = parity_inputs(utkface_subset, ref.cfg, n=16)
+    age_tol, mean_tol, prob_tol = INT8_PARITY
+    rep = check_parity(ref, runner, x, src, age_tolerance=age_tol, prob_tolerance=prob_tol, mean_age_tolerance=mean_tol)
+    assert rep.passed, rep
+    assert load_runner(res.path, "tflite").backend == "tflite-int8"  # an int8 file is still a TFLite file

@@ -37,7 +37,7 @@ def test_backend_from_suffix_and_name(runners):
     torch_r, onnx_r = runners
     assert type(torch_r) is TorchRunner and torch_r.backend == "torch"
     assert type(onnx_r) is OnnxRunner and onnx_r.backend == "onnx"
-    assert set(RUNNERS) == {"torch", "onnx", "tflite"}
+    assert set(RUNNERS) == {"torch", "onnx", "onnx-int8", "tflite", "tflite-int8"}
     assert RUNNERS["onnx"] == "agekit.runtime.onnx:OnnxRunner"
 
 
@@ -145,8 +145,8 @@ def test_bad_model_files_give_one_line_errors(tmp_path, random_model_file):
     assert "\n" not in str(e.value)
     with pytest.raises(ModelFileError, match="is a onnx file; use backend='onnx'"):
         load_runner(junk, "torch")
-    with pytest.raises(ModelFileError, match="use backend='torch'"):
-        load_runner(random_model_file, "tflite")  # tflite cannot convert a .safetensors itself
+    with pytest.raises(ModelFileError, match="use backend='torch'.*--format onnx-int8"):
+        load_runner(random_model_file, "onnx-int8")  # int8 needs calibration crops: not converted on the fly
     with pytest.raises(ValueError, match="unknown backend 'tf'"):
         load_runner(random_model_file, "tf")
     odd = tmp_path / "m.pb"
@@ -207,7 +207,7 @@ def test_a_new_table_row_reaches_load_runner_and_predict(monkeypatch, tmp_path):
     from agekit.cli.main import app
 
     res = CliRunner().invoke(app, ["predict", str(tmp_path / "none.jpg"), "--backend", "nope"])
-    assert res.exit_code != 0 and "choose one of torch, onnx, tflite, fake" in res.output
+    assert res.exit_code != 0 and "choose one of torch, onnx, onnx-int8, tflite, tflite-int8, fake" in res.output
 
 
 # -- TFLite: whole outputs, not element [0] ---------------------------------------------------------

@@ -95,21 +95,41 @@ def _third_party_imports() -> dict[str, list[tuple[str, bool]]]:
     return out
 
 
+def _dist_names(reqs) -> set[str]:
+    return {_norm(re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0]) for d in reqs}
+
+
 def test_every_third_party_import_is_declared():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {_norm(re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0]) for d in project["dependencies"]}
+    """Module-level imports come from [project] dependencies; the TFLite exporter's (imported inside functions)
+    may also come from the `mobile` extra or [tool.agekit] mobile-no-deps, which scripts/setup.sh installs."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    declared = _dist_names(project["dependencies"])
+    mobile = _dist_names(project["optional-dependencies"]["mobile"]) | _dist_names(pyproject["tool"]["agekit"]["mobile-no-deps"])
     dists = md.packages_distributions()
     problems = []
     for name, where in sorted(_third_party_imports().items()):
         owners = dists.get(name)
+        eager = [w for w, top in where if top]
         if owners is None:  # not installed here: an optional backend, so only ever imported lazily
-            eager = [w for w, top in where if top]
             if eager:
                 problems.append(f"{name} (not installed) is imported at module level: {', '.join(eager)}")
         elif not any(_norm(d) in declared for d in owners):
+            if any(_norm(d) in mobile for d in owners) and not eager:
+                continue
             problems.append(f"{name} (from {', '.join(owners)}) is not in [project] dependencies: "
                             f"{', '.join(w for w, _ in where[:3])}")
     assert not problems, "\n".join(problems)
+
+
+def test_setup_installs_the_mobile_toolchain():
+    """The README's setup gets litert-torch: the extra, then the --no-deps packages named in pyproject."""
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert '".[test,mobile]"' in setup and "--no-deps" in setup and "mobile-no-deps" in setup
+    pins = {_norm(line.split("==")[0]) for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line}
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    for dist in pyproject["tool"]["agekit"]["mobile-no-deps"] + ["ai-edge-litert"]:
+        assert _norm(dist) in pins, f"{dist} is not pinned in constraints.txt"
 
 
 def test_license_file_is_the_apache_2_text():

@@ -22,7 +22,7 @@ def eval_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="report folder (default: runs/eval/MODEL-DATA-SPLIT)"),
     batch_size: int = typer.Option(128, min=1),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="flip TTA (what training's val/test metrics use)"),
-    backend: Optional[str] = typer.Option(None, help="torch, onnx or tflite (default: by file type; onnx on a "
+    backend: Optional[str] = typer.Option(None, help="torch, onnx, onnx-int8, tflite or tflite-int8 (default: by file type; onnx or tflite on a "
                                           ".safetensors exports it once into the user cache)"),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference"),
     cache_dir: Path = typer.Option(Path("cache"), help="decode-once crop cache (shared with training)"),

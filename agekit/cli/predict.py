@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
 def predict_cmd(
     sources: List[str] = typer.Argument(..., help="Image file(s), folder(s) or glob(s) (quote globs, e.g. 'photos/**/*.jpg'), or video file(s) (.mp4, .m4v, .mov, .avi, .mkv, .webm)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file (.safetensors, .ckpt, .onnx, .tflite); default: the bundled model."),
-    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="torch, onnx (onnxruntime; a .safetensors model is exported once) or tflite; default: by file type."),
+    backend: Optional[str] = typer.Option(None, "--backend", "-b", help="torch, onnx, onnx-int8, tflite or tflite-int8. Default: exported files by their type; a .safetensors "
+              "model runs in ONNX Runtime (exported once into the user cache and checked against PyTorch; PyTorch if that fails)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write results to this .json, .jsonl or .csv file (videos: .json for one video, .jsonl for several)."),
     draw: Optional[Path] = typer.Option(None, "--draw", help="Write annotated copies of the images (videos: <name>.mp4 with track ids and running ages) into this folder."),
     stride: int = typer.Option(1, "--stride", min=1, help="Videos: look at every Nth frame (faster; tracks still follow people across the gaps)."),

@@ -15,6 +15,7 @@ __all__ = [
     "VideoResult", "TrackResult", "Observation", "VideoSource", "VideoError", "predict_video",
     "PersonResult", "PersonDetection", "PersonDetector", "PERSON_DETECTORS", "create_person_detector",
     "register_person_detector", "pair_faces",
+    "default_runner",
 ]
 
 _LAZY = {
@@ -27,6 +28,7 @@ _LAZY = {
     "PersonDetection": "person_detectors", "PersonDetector": "person_detectors", "PERSON_DETECTORS": "person_detectors",
     "create_person_detector": "person_detectors", "register_person_detector": "person_detectors",
     "pair_faces": "pairing",
+    "default_runner": "backend",
 }
 
 

@@ -27,6 +27,7 @@ from ..data.transforms import crops_to_batch
 from ..data.crops import CropSpec, body_crop
 from ..runtime import ModelFileError, load_runner
 from ..runtime.runner import age_interval, model_age_range, reported_gender
+from .backend import default_runner
 from .detectors import Detection, FaceDetector, create_detector
 from .person_detectors import PersonDetector, create_person_detector
 from .persons import person_units
@@ -54,8 +55,11 @@ class Predictor:
         model: agekit ``.safetensors``/``.ckpt`` (torch or onnx backend), ``.onnx`` or ``.tflite`` file;
             ``None`` uses the bundled model.
         backend: a runnable format of ``agekit.export.formats.EXPORT_FORMATS`` (``"torch"``, ``"onnx"``
-            = onnxruntime, ``"tflite"``), ``None`` = by file suffix. ``"onnx"`` on a ``.safetensors``
-            model exports it once into ``cache_dir`` (default: the user cache).
+            = onnxruntime, ``"onnx-int8"``, ``"tflite"``, ``"tflite-int8"``). ``None``: exported files run
+            as they are; agekit weights on CPU run in ONNX Runtime, exported once into ``cache_dir``
+            (default: the user cache) and checked against PyTorch, else in PyTorch with a warning
+            (:func:`agekit.inference.backend.default_runner`). ``"onnx"``/``"tflite"`` on a
+            ``.safetensors`` model export it once into ``cache_dir`` too.
         detector: a registered detector name (see ``agekit.inference.detectors.DETECTORS``) or an
             object with ``detect(rgb) -> list[Detection]``.
         batch_size: face crops per model call (pooled across images).
@@ -82,7 +86,7 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if crops is not None and crops not in CROP_INPUTS:
             raise ValueError(f"crops must be one of {', '.join(CROP_INPUTS)} (or None for photos), got {crops!r}")
-        self.runner = load_runner(model, backend, device=device, threads=threads, cache_dir=cache_dir)
+        self.runner = default_runner(model, backend, device=device, threads=threads, cache_dir=cache_dir)
         self.model_path = getattr(self.runner, "source_path", None) or self.runner.path
         self.backend_name = self.runner.backend
         self.cfg = self.runner.cfg

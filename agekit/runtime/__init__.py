@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_runner", "Runner", "ModelFileError", "RUNNERS", "runner_class", "bundled_model_path"]
+__all__ = ["load_runner", "Runner", "ModelFileError", "RUNNERS", "runner_class", "bundled_model_path", "file_format",
+           "parity_tolerances"]
 
-_WHERE = {"load_runner": "registry", "RUNNERS": "registry", "runner_class": "registry", "Runner": "runner",
+_WHERE = {"load_runner": "registry", "RUNNERS": "registry", "runner_class": "registry", "file_format": "registry",
+          "parity_tolerances": "registry", "Runner": "runner",
           "ModelFileError": "runner", "bundled_model_path": "runner"}
 
 

@@ -1,15 +1,13 @@
 """The ONNX Runtime runner. A ``.safetensors`` model given to it is exported once into the user cache."""
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..export.onnx import INPUT_NAME, OUTPUT_NAMES, cfg_from_metadata, export_onnx, read_onnx_metadata
+from .cache import cached_export, default_cache_dir
 from .runner import ModelFileError, Runner, check_model_file, decode_metadata, load_torch_model, per_sample
 from .sessions import make_session
 
@@ -53,29 +51,12 @@ class OnnxRunner(Runner):
         return {n: per_sample(o, len(x)) for n, o in zip(self.output_names, outs)}
 
 
-def default_cache_dir() -> Path:
-    """``AGEKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/agekit``, else ``~/.cache/agekit``."""
-    if os.environ.get("AGEKIT_CACHE_DIR"):
-        return Path(os.environ["AGEKIT_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "agekit"
-
-
 def cached_onnx(weights: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """ONNX export of an agekit weights file, made once per file content (key: sha256 of the file)."""
-    weights = check_model_file(weights)
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    out = Path(cache_dir or default_cache_dir()).expanduser() / "onnx" / f"{weights.stem}-{digest}.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.is_file():
-        model, cfg, meta = load_torch_model(weights)
+    """ONNX export of an agekit weights file, made once per file content (:func:`agekit.runtime.cache.cached_export`)."""
+    def export(src: Path, tmp: Path) -> None:
+        model, cfg, meta = load_torch_model(src)
         # opset 17 uses the TorchScript exporter: ~1-2 s here vs ~15 s for the dynamo one, and
-        # prediction pays it on first use. Written to a temp name and renamed: never half a file.
-        fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
-        os.close(fd)
-        try:
-            export_onnx(model, cfg, tmp, opset=17, metadata=meta)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return out
+        # prediction pays it on first use.
+        export_onnx(model, cfg, tmp, opset=17, metadata=meta)
+
+    return cached_export(weights, "onnx", cache_dir, export)

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..export.formats import EXPORT_FORMATS, ExportFormat, format_for_path, resolve, runner_formats
 from .runner import ModelFileError, Runner, bundled_model_path, check_model_file
 
-__all__ = ["load_runner", "RUNNERS", "runner_class"]
+__all__ = ["load_runner", "RUNNERS", "runner_class", "file_format", "parity_tolerances"]
 
 
 class _RunnerTable(Mapping[str, str]):
@@ -49,6 +49,18 @@ def _row(path: Path, backend: str | None) -> ExportFormat:
     return EXPORT_FORMATS[backend]
 
 
+def file_format(path: str | Path) -> str | None:
+    """The name of the format a model file is, by its name (``m.int8.onnx`` -> ``onnx-int8``), or None."""
+    fmt = format_for_path(path)
+    return fmt.name if fmt is not None else None
+
+
+def parity_tolerances(backend: str) -> tuple[float, float, float]:
+    """(max |age diff| years, mean |age diff| years, max |P(female) diff|) ``backend``'s files must meet against
+    PyTorch (looser for int8 formats)."""
+    return EXPORT_FORMATS[backend].parity_tolerances
+
+
 def runner_class(fmt: ExportFormat) -> type[Runner]:
     """The runner class a table row names (imported now)."""
     assert fmt.runner is not None
@@ -59,10 +71,15 @@ def load_runner(model: str | Path | None = None, backend: str | None = None, dev
                 threads: int | None = None, cache_dir: str | Path | None = None) -> Runner:
     """A runner for ``model`` (``None``: the bundled model).
 
-    ``backend=None`` follows the file suffix (``.safetensors``/``.ckpt`` -> torch, ``.onnx`` -> onnx,
-    ``.tflite`` -> tflite). A file of another format than ``backend`` is accepted when that format's
-    runner can produce it (``backend="onnx"`` on a ``.safetensors`` exports once into ``cache_dir``,
-    default the user cache); otherwise the error says which backend fits the file.
+    ``backend=None`` follows the file name (``.safetensors``/``.ckpt`` -> torch, ``.onnx`` -> onnx,
+    ``.int8.onnx`` -> onnx-int8, ``.tflite`` -> tflite, ...). A file of another format than ``backend`` is
+    accepted when both run on the same runner (an int8 ``.onnx`` is still ONNX), or when that format's row
+    converts agekit weights itself (``backend="onnx"``/``"tflite"`` on a ``.safetensors`` exports once into
+    ``cache_dir``, default the user cache); otherwise the error says which backend fits the file. The
+    runner's ``backend`` is the row's name (``onnx-int8`` for an int8 ONNX file).
+
+    This loads exactly the backend asked for; the product's default choice (the fastest backend that passes
+    parity, with a fallback) is :func:`agekit.inference.backend.default_runner`.
     """
     if model is None:
         model = bundled_model_path()
@@ -70,8 +87,15 @@ def load_runner(model: str | Path | None = None, backend: str | None = None, dev
             raise ModelFileError(f"model file not found: {model} (the bundled model is not installed; pass a model file)")
     path = check_model_file(model)
     fmt = _row(path, backend)
-    cls = runner_class(fmt)
     own = format_for_path(path)
-    if own is not None and own.name != fmt.name and not (own.name == "torch" and cls.from_torch):
-        raise ModelFileError(f"{path} is a {own.name} file; use backend={own.name!r} for it")
-    return cls(path, device=device, threads=threads, cache_dir=cache_dir)
+    if own is not None and own.name != fmt.name:
+        if own.runner == fmt.runner:
+            fmt = own  # same runner: name the file's own format (an int8 file read with backend="onnx")
+        elif not (own.name == "torch" and fmt.from_torch):
+            how = (f"; make one with `agekit export {path} --format {fmt.name}`" if own.name == "torch" and fmt.implemented
+                   else "")
+            raise ModelFileError(f"{path} is a {own.name} file; use backend={own.name!r} for it{how}")
+    runner = runner_class(fmt)(path, device=device, threads=threads, cache_dir=cache_dir)
+    if runner.backend != fmt.name:
+        runner.backend = fmt.name  # type: ignore[misc] - one runner class serves float and int8 rows
+    return runner

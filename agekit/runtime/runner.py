@@ -150,8 +150,8 @@ class Runner:
     Input: float32 NCHW normalised with ``cfg`` (``agekit.data.transforms.crops_to_batch``).
     """
 
-    backend: ClassVar[str] = ""
-    from_torch: ClassVar[bool] = False  # accepts an agekit .safetensors file and converts it itself
+    backend: str = ""  # the format name; load_runner sets it per row (one class serves onnx and onnx-int8)
+    from_torch: ClassVar[bool] = False  # can convert an agekit .safetensors itself (rows with from_torch=True use it)
     cfg: Any
     meta: dict[str, Any]
     path: Path
@@ -206,7 +206,7 @@ class Runner:
         if self.calibration is not None:
             out["calibration"] = self.calibration
         if getattr(self, "source_path", None) is not None:
-            out.update(path=str(self.source_path), exported_onnx=str(self.path))
+            out.update(path=str(self.source_path), **{f"exported_{self.backend}": str(self.path)})
         return out
 
     def __repr__(self) -> str:

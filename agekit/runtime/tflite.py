@@ -1,11 +1,11 @@
-"""The LiteRT (TensorFlow Lite) runner (optional: ``pip install ai-edge-litert``).
+"""The LiteRT (TensorFlow Lite) runner (``ai-edge-litert``; a plain agekit dependency).
 
-The exported graph has batch 1, so a batch runs one image at a time; the agekit metadata is the
-JSON sidecar written by :func:`agekit.export.tflite.export_tflite`.
+The exported graph has batch 1, so a batch runs one image at a time; the agekit metadata is read from the
+file itself (:func:`agekit.export.tflite.read_tflite_metadata`). Given an agekit ``.safetensors`` model it
+converts it once into the user cache, as the ONNX runner does (the conversion needs litert-torch).
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..export.onnx import OUTPUT_NAMES, cfg_from_metadata
-from ..export.tflite import metadata_path
+from ..export.tflite import read_tflite_metadata
+from .cache import cached_export
 from .runner import ModelFileError, Runner, check_model_file, decode_metadata, per_sample
 
 __all__ = ["TfliteRunner", "collect_outputs", "output_order"]
@@ -41,25 +42,45 @@ def collect_outputs(per_image: Sequence[Sequence[np.ndarray]], names: Sequence[s
 
 
 class TfliteRunner(Runner):
-    """A ``.tflite`` export in the LiteRT interpreter."""
+    """A ``.tflite`` export in the LiteRT interpreter (XNNPACK on CPU)."""
 
     backend = "tflite"
+    from_torch = True
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None, **_: Any) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None,
+                 cache_dir: str | Path | None = None, **_: Any) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise ModelFileError("running .tflite files needs: pip install ai-edge-litert") from None
-        self.path = check_model_file(path)
-        side = metadata_path(self.path)
-        if not side.is_file():
-            raise ModelFileError(f"{side} (agekit metadata for {self.path.name}) not found; export with `agekit export`")
-        self.metadata = json.loads(side.read_text())
-        self.meta = decode_metadata(self.metadata)
-        self.cfg = cfg_from_metadata(self.metadata)
+        from .sessions import default_threads
+
+        path = check_model_file(path)
+        self.source_path: Path | None = None
+        if not path.name.lower().endswith(".tflite"):
+            self.source_path, path = path, cached_export(path, "tflite", cache_dir)
+        self.path = path
+        data = path.read_bytes()
+        try:
+            md = read_tflite_metadata(data)
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file fails inside the flatbuffer reader
+            raise ModelFileError(f"cannot read {path}: not a TFLite model ({type(e).__name__})") from None
+        if md is None:
+            raise ModelFileError(f"{path} has no agekit metadata; export it with `agekit export MODEL --format tflite`")
+        self.metadata = md
+        self.meta = decode_metadata(md)
+        if self.source_path is not None and self.source_path.suffix == ".safetensors":
+            from ..models.weights import read_metadata
+
+            self.meta = {**read_metadata(self.source_path), **self.meta}  # keep e.g. the run's own test figures
+        self.cfg = cfg_from_metadata(md)
         self.output_names = tuple(self.meta.get("outputs_order") or OUTPUT_NAMES)
-        self.interpreter = Interpreter(str(self.path), num_threads=threads or 1)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = Interpreter(model_content=data, num_threads=threads or default_threads())
+            self.interpreter.allocate_tensors()
+        except Exception as e:  # noqa: BLE001 - the interpreter raises RuntimeError/ValueError with long texts
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelFileError(f"cannot load TFLite model {path}: {msg}") from None
         self._in = self.interpreter.get_input_details()[0]["index"]
         self._out = output_order(self.interpreter.get_output_details())
 
