@@ -90,7 +90,7 @@ def test_int8_backend_in_predict_and_eval(int8_file, utkface_subset, tmp_path):
                                  "onnx-int8", "--threads", "1", "--out", str(out)])
     assert r.exit_code == 0 and "onnx-int8)" in r.output, r.output
     [face] = json.loads(out.read_text())[0]["faces"]
-    assert abs(face["age"] - 30.05) < 3 and face["gender"] == "female"
+    assert abs(face["age"] - 29.91) < 3 and face["gender"] == "male"  # the float model: 29.91, male
     from agekit.data.adapters.utkface import utkface_manifest
 
     manifest = tmp_path / "m.csv"
