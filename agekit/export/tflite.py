@@ -41,6 +41,9 @@ class _Positional(nn.Module):
 def export_tflite(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *,
                   metadata: Mapping[str, Any] | None = None) -> Path:
     """Convert with litert-torch (batch 1, fp32) and write the metadata sidecar."""
+    if len(getattr(model, "input_names", ())) > 1:
+        raise ValueError(f"{cfg.name} takes several inputs (face + body); TFLite export covers one-input face "
+                         "models only: export it to onnx")
     import litert_torch
 
     path = Path(path)
