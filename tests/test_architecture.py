@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"models"},
     "data": {"config", "models"},
     "export": {"models", "config"},
-    "runtime": {"models", "export", "config"},
+    "runtime": {"models", "export", "config", "data"},
     "evaluation": {"data", "models", "runtime", "config"},
     "tasks": {"data", "models", "evaluation", "runtime", "config"},
     "training": {"tasks", "data", "models", "config"},

@@ -32,6 +32,8 @@ def eval_cmd(
     degrade: Optional[str] = typer.Option(None, "--degrade", help="also score the same crops degraded by this recipe "
                                           "(old-photo; docs/degradation.md): clean vs degraded MAE, 0-12 bias"),
     degrade_seed: int = typer.Option(0, "--degrade-seed", help="seed of the deterministic degradation"),
+    inputs: Optional[str] = typer.Option(None, "--inputs", help="face+body models (mivolo_*): what the model is "
+                                         "shown: face+body (default), face or body"),
 ) -> None:
     """Evaluate MODEL: MAE, CS@k, gender accuracy with 95% bootstrap CIs; per age bin, gender, race.
 
@@ -56,11 +58,19 @@ def eval_cmd(
         if degrade:
             fail("--degrade is for age models (face crops)")
         return _eval_arrays(task, model, data, root, split, out, limit, batch_size, n_boot, seed)
+    options = {}
+    if inputs is not None:
+        if not task.input_kinds:
+            fail(f"--inputs is for face+body models; {model.name} takes one face crop")
+        options["inputs"] = inputs
+    if task.input_kinds and degrade:
+        fail("--degrade is implemented for face models only")
     try:
         with console.status(f"evaluating {model.name} on {data}/{split} ..."):
-            res = evaluate(model, data, split, root, cs_k=cs_k, batch_size=batch_size, tta_flip=tta, backend=backend,
-                           threads=threads, cache_dir=cache_dir, n_boot=n_boot, seed=seed, limit=limit,
-                           degrade=degrade, degrade_seed=degrade_seed)
+            res = (task.evaluate if task.input_kinds else evaluate)(
+                model, data, split, root, cs_k=cs_k, batch_size=batch_size, tta_flip=tta, backend=backend,
+                threads=threads, cache_dir=cache_dir, n_boot=n_boot, seed=seed, limit=limit, degrade=degrade,
+                degrade_seed=degrade_seed, **options)
     except (FileNotFoundError, ValueError, KeyError, ManifestError, WeightsError) as e:
         fail(str(e).strip("'\""))
     files = write_report(res, out)

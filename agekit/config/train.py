@@ -96,6 +96,10 @@ class DataSection(Strict):
     degrade_p: float = Field(0.0, ge=0, le=1)
     # auto: rows with 5-point landmarks are aligned, rows without landmarks or box are chips (agekit.data.crops)
     crop: Literal["auto", "chip", "align"] = "auto"
+    # face+body models (MiVOLO): share of training rows that have both crops whose face / body is dropped
+    # (mask 0, zero image), so the model also learns body-only and face-only; never both at once
+    drop_face_p: float = Field(0.0, ge=0, le=1)
+    drop_body_p: float = Field(0.0, ge=0, le=1)
     limit_train: int | None = Field(None, ge=1)  # subsample (tests, quick runs)
     limit_val: int | None = Field(None, ge=1)
     limit_test: int | None = Field(None, ge=1)  # None: the whole test split, so scores stay comparable
@@ -122,6 +126,13 @@ class DataSection(Strict):
             for k in _REPLACED_BY_SOURCES:
                 out.pop(k, None)
         return out
+
+    @model_validator(mode="after")
+    def _drops_leave_one(self) -> "DataSection":
+        if self.drop_face_p + self.drop_body_p > 1:
+            raise ValueError(f"data.drop_face_p + data.drop_body_p must be at most 1 (one input always stays), got "
+                             f"{self.drop_face_p} + {self.drop_body_p}")
+        return self
 
     def source_list(self) -> list[SourceSpec]:
         """The sources this section trains on: ``sources``, or the single dataset/manifest as one source."""

@@ -17,22 +17,23 @@ model's input size stays :func:`agekit.data.transforms.resize_crop` (``crops_to_
 
 A person's body input (MiVOLO's second crop) is :func:`body_crop`: the person box letterboxed, other
 people blacked out, under the reference implementation's rules (:func:`body_crop_problem`).
+Training (the body cache), evaluation and prediction all call it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from .align import CHIP_SIZE, TEMPLATE, align_face
 from .manifest import FACE_BOX, PERSON_BOX, landmarks_array
-from .transforms import resize_crop
+from .transforms import letterbox, resize_crop
 
 __all__ = ["CropSpec", "CropError", "CropMode", "CROP_MODES", "row_crop_modes", "rows_needing_landmarks", "PREPARE_HINT",
-           "body_crop", "body_crop_problem", "body_visible_mask", "MIN_BODY_SIDE", "MIN_BODY_VISIBLE", "EDGE_SNAP"]
+           "body_crop", "body_crop_problem", "body_visible_mask", "MIN_BODY_SIDE", "MIN_BODY_VISIBLE", "EDGE_SNAP",
+           "BODY_RULES", "visible_fraction", "row_person_boxes"]
 
 CropMode = Literal["auto", "chip", "align"]
 CROP_MODES = ("auto", "chip", "align")
@@ -127,6 +128,7 @@ def row_crop_modes(df: pd.DataFrame, spec: CropSpec) -> tuple[np.ndarray, np.nda
 MIN_BODY_SIDE = 50
 MIN_BODY_VISIBLE = 0.4
 EDGE_SNAP = 0.3
+BODY_RULES = [MIN_BODY_SIDE, MIN_BODY_VISIBLE, EDGE_SNAP]  # in body cache keys: changed rules rebuild
 
 
 def _int_box(box, width: int, height: int) -> tuple[int, int, int, int]:
@@ -162,10 +164,20 @@ def body_crop_problem(rgb_shape: tuple[int, ...], person_box, mask_boxes=None) -
     x0, y0, x1, y1 = _int_box(person_box, width, height)
     if min(x1 - x0, y1 - y0) < MIN_BODY_SIDE:
         return f"body crop under {MIN_BODY_SIDE} px ({x1 - x0}x{y1 - y0})"
-    visible = float(body_visible_mask(person_box, mask_boxes, width, height).mean())
+    visible = visible_fraction(person_box, mask_boxes, width, height)
     if visible < MIN_BODY_VISIBLE:
         return f"body {visible:.0%} visible after masking other people (< {MIN_BODY_VISIBLE:.0%})"
     return None
+
+
+def visible_fraction(person_box, mask_boxes=None, width: int | None = None, height: int | None = None) -> float:
+    """Share of ``person_box``'s pixels that :func:`body_crop` leaves visible (edge rule included) in a
+    ``width`` x ``height`` image (default: just large enough to hold the box)."""
+    box = np.asarray(person_box, dtype=np.float64).reshape(4)
+    width = int(np.ceil(box[2])) if width is None else width
+    height = int(np.ceil(box[3])) if height is None else height
+    visible = body_visible_mask(box, mask_boxes, width, height)
+    return float(visible.mean()) if visible.size else 0.0
 
 
 def body_crop(img: np.ndarray, person_box, size: int, mask_boxes=None) -> np.ndarray:
@@ -174,17 +186,30 @@ def body_crop(img: np.ndarray, person_box, size: int, mask_boxes=None) -> np.nda
     not squashed. The usability rules are :func:`body_crop_problem`'s; this only makes the pixels."""
     rgb = np.asarray(img)
     height, width = rgb.shape[:2]
-    x0, y0, x1, y1 = _int_box(person_box, width, height)
+    box = np.asarray(person_box, dtype=np.float64).reshape(4)
+    if not np.isfinite(box).all():
+        raise CropError(f"person box {box.tolist()} is not four finite numbers")
+    x0, y0, x1, y1 = _int_box(box, width, height)
     if x1 <= x0 or y1 <= y0:
-        raise CropError(f"person box {np.round(np.asarray(person_box, dtype=float), 1).tolist()} is empty inside the "
-                        f"{width}x{height} image")
-    crop = rgb[y0:y1, x0:x1].copy()
-    crop[~body_visible_mask(person_box, mask_boxes, width, height)] = 0
-    h, w = crop.shape[:2]
-    s = size / max(h, w)
-    nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    out = np.zeros((size, size, 3), dtype=np.uint8)
-    ox, oy = (size - nw) // 2, (size - nh) // 2
-    out[oy:oy + nh, ox:ox + nw] = cv2.resize(np.ascontiguousarray(crop), (nw, nh), interpolation=interp)
-    return out
+        raise CropError(f"person box {np.round(box, 1).tolist()} is empty: it lies outside the {width}x{height} image")
+    crop = np.array(rgb[y0:y1, x0:x1, :3], dtype=np.uint8)
+    if mask_boxes is not None:  # a mask box with a missing coordinate (NaN) masks nothing
+        mask_boxes = [m for m in np.asarray(mask_boxes, dtype=np.float64).reshape(-1, 4) if np.isfinite(m).all()]
+    crop[~body_visible_mask(box, mask_boxes, width, height)] = 0
+    return letterbox(crop, size)
+
+
+def row_person_boxes(df: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+    """((N, 4) person box per row, NaN when none; per row the person boxes of the *other* rows of the same
+    image, to black out in its body crop). Rows of one image share a ``path`` (LAGENDA: one row per person)."""
+    boxes = df[PERSON_BOX].to_numpy(dtype=np.float64)
+    has = ~np.isnan(boxes).any(axis=1)
+    paths = df["path"].astype(str).to_numpy()
+    by_path: dict[str, list[int]] = {}
+    for i in np.flatnonzero(has):
+        by_path.setdefault(paths[i], []).append(int(i))
+    others = []
+    for i in range(len(df)):
+        rows = [j for j in by_path.get(paths[i], []) if j != i] if has[i] else []
+        others.append(boxes[rows] if rows else np.zeros((0, 4)))
+    return boxes, others

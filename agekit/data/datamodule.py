@@ -24,17 +24,17 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from ..config.roots import dataset_root
-from .cache import build_crop_cache
+from .cache import build_crop_cache, build_face_body_cache
 from .crops import CropSpec
-from .datasets import FaceCropDataset, resolve_manifest
+from .datasets import FaceBodyDataset, FaceCropDataset, resolve_manifest
 from .lds import lds_weights
-from .manifest import FACE_BOX, PERSON_BOX, age_bounds, has_intervals, resolve_paths
+from .manifest import FACE_BOX, PERSON_BOX, age_bounds, has_intervals, landmarks_array, resolve_paths
 from ..models.registry import AgeModelCfg
 
 if TYPE_CHECKING:
     from ..config.train import TrainConfig
 
-__all__ = ["AgeDataModule", "face_rows", "sources_table", "source_draw_weights", "SOURCE_INDEX"]
+__all__ = ["AgeDataModule", "FaceBodyDataModule", "face_rows", "sources_table", "source_draw_weights", "SOURCE_INDEX"]
 
 SOURCE_INDEX = "source_index"  # column of the concatenated table: which data.sources entry a row came from
 
@@ -42,28 +42,31 @@ SOURCE_INDEX = "source_index"  # column of the concatenated table: which data.so
 def face_rows(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The rows the face task can train on, and how many rows were dropped for having only a person box.
 
-    A row with a person box but no face box (LAGENDA) would otherwise be cropped as a whole photo;
-    the face+body task uses such rows, the face task must not.
+    A row with a person box but neither a face box nor landmarks (LAGENDA) would otherwise be cropped as a
+    whole photo; the face+body task uses such rows, the face task must not. (AAF rows have landmarks and a
+    whole-photo person box: they are faces.)
     """
     if not set(PERSON_BOX) <= set(df.columns) or not set(FACE_BOX) <= set(df.columns):
         return df, 0
-    person_only = (df[FACE_BOX].isna().any(axis=1) & df[PERSON_BOX].notna().all(axis=1)).to_numpy()
+    has_lm = np.isfinite(landmarks_array(df)).all(axis=(1, 2))
+    person_only = (df[FACE_BOX].isna().any(axis=1) & df[PERSON_BOX].notna().all(axis=1)).to_numpy() & ~has_lm
     n = int(person_only.sum())
     return (df.loc[~person_only].reset_index(drop=True), n) if n else (df, 0)
 
 
-def sources_table(cfg: TrainConfig) -> tuple[pd.DataFrame, int]:
+def sources_table(cfg: TrainConfig, person_only: bool = False) -> tuple[pd.DataFrame, int]:
     """(the concatenated face table of every source in ``cfg.data``, rows dropped for a person box only).
 
     Each source is resolved as a single-dataset run would resolve it (adapter + shipped split, or a
     manifest with its split column); paths are made absolute so one table can mix roots. The column
     :data:`SOURCE_INDEX` names the ``data.sources`` entry of each row; ``source`` keeps the dataset name.
+    ``person_only=True`` keeps rows with only a person box (face+body models).
     """
     d, parts, skipped = cfg.data, [], 0
     for i, s in enumerate(d.source_list()):
         df = resolve_manifest(s.dataset or "", dataset_root(s.dataset, s.root) if s.dataset else None, s.manifest,
                               s.split_file, seed=cfg.trainer.seed)
-        df, n = face_rows(df)
+        df, n = (df, 0) if person_only else face_rows(df)
         skipped += n
         df = df.assign(path=[str(p) for p in resolve_paths(df)])
         df["source"] = df["source"].fillna(s.name).astype("string")
@@ -88,6 +91,8 @@ def source_draw_weights(source_index: np.ndarray, weights: list[float]) -> np.nd
 
 
 class AgeDataModule(L.LightningDataModule):
+    dataset_cls: type = FaceCropDataset
+
     def __init__(self, cfg: TrainConfig, model_cfg: AgeModelCfg) -> None:
         super().__init__()
         self.cfg, self.model_cfg = cfg, model_cfg
@@ -147,7 +152,7 @@ class AgeDataModule(L.LightningDataModule):
             lo, hi = age_bounds(self.df)
             bounds = (lo[idx], hi[idx])
         # Training batches are augmented after collation by the LightningModule (BatchAugment).
-        return FaceCropDataset(self.crops, idx, ages, genders, weights, bounds)
+        return self.dataset_cls(self.crops, idx, ages, genders, weights, bounds)
 
     def _loader(self, ds: FaceCropDataset, shuffle: bool, sampler=None) -> DataLoader:
         w = self.cfg.data.num_workers
@@ -178,3 +183,22 @@ class AgeDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self._dataset("test"), shuffle=False)
+
+
+class FaceBodyDataModule(AgeDataModule):
+    """The face+body (MiVOLO) task's data: the same tables, splits, limits and sampling as
+    :class:`AgeDataModule`, with rows that have a face, a person box or both. Face crops come from the one
+    face path (CropSpec, the face cache), body crops from :func:`agekit.data.crops.body_crop` (the body
+    cache); a row missing one of them carries mask 0 for it. Inputs are dropped for training in the
+    LightningModule's batch transform (``data.drop_face_p`` / ``data.drop_body_p``, agekit.tasks.face_body)."""
+
+    dataset_cls = FaceBodyDataset
+
+    def _table(self) -> pd.DataFrame:
+        df, self.skipped_person_only = sources_table(self.cfg, person_only=True)
+        return df
+
+    def _cache(self, df: pd.DataFrame):
+        d = self.cfg.data
+        crops = build_face_body_cache(df, self.model_cfg.input_size[-1], d.cache_dir, CropSpec(d.crop))
+        return crops, crops.ok, crops.errors

@@ -10,7 +10,7 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageLoadError", "ImageTooLargeError", "NotAnImageError", "load_rgb", "decode_rgb", "MAX_PIXELS"]
+__all__ = ["ImageLoadError", "ImageTooLargeError", "NotAnImageError", "load_rgb", "decode_rgb", "image_size", "MAX_PIXELS"]
 
 MAX_PIXELS = 64_000_000  # ~8000x8000; beyond that we refuse rather than risk a decompression bomb
 
@@ -71,6 +71,20 @@ def _decode(src: Path | IO[bytes], label: str, max_pixels: int) -> np.ndarray:
         raise ImageLoadError(f"{label}: corrupt or truncated image ({e})") from None
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:  # PIL plugins on malformed headers
         raise ImageLoadError(f"{label}: corrupt image ({type(e).__name__}: {e})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of ``path`` as :func:`load_rgb` returns it (after EXIF rotation), from the header only."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: file not found") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageLoadError(f"{path}: not a readable image ({type(e).__name__})") from None
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # 90-degree rotations swap the sides
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

@@ -230,7 +230,7 @@ def results_table(r: dict[str, Any]) -> list[Table]:
         overall.add_row(*row)
     tables = [overall]
     for title, key in (("by true age", "by_age_bin"), ("by gender", "by_gender"), ("by race", "by_race"),
-                       ("by source", "by_source")):
+                       ("by source", "by_source"), ("by inputs shown (face+body models)", "by_inputs")):
         if not r.get(key):
             continue
         t = Table("group", "n", "MAE", "95% CI", "bias", title=f"MAE {title}")

@@ -6,6 +6,10 @@ distribution head (``age_head``, :mod:`agekit.models.heads`) also return ``age_s
 dldl/mean_variance, ``age_dist`` ((B, K) probabilities of the integer ages 0..K-1). Everything needed
 to feed it (input size, mean, std, age range, crop geometry) is written into the file's
 ``metadata_props``, so an ``.onnx`` file is usable without agekit's model registry.
+
+A face+body model (MiVOLO) takes four inputs instead of ``input``: ``face`` and ``body`` (as above; a body is
+a letterboxed person crop) and ``face_mask``, ``body_mask`` (float32 (B,), 1 present / 0 missing), all with the
+dynamic batch axis; its metadata lists them (``inputs``).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from torch import nn
 from ..models.registry import AgeModelCfg, get_model_cfg, is_model
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAMES", "DEFAULT_OPSET", "export_onnx", "onnx_metadata", "read_onnx_metadata",
-           "cfg_from_metadata"]
+           "cfg_from_metadata", "example_inputs"]
 
 INPUT_NAME = "input"
 # logits: classifiers (research grids); age_std / age_dist: age heads other than plain regression
@@ -32,6 +36,11 @@ OUTPUT_DOCS = {"age": ("age: years (B,), the mean of the age distribution for di
                "logits": ("logits: (B, classes)", "class logits"),
                "age_std": ("age_std: years (B,), the model's own standard deviation of age", "age_std (years)"),
                "age_dist": ("age_dist: (B, K), probabilities of the integer ages 0..K-1", "age_dist (P(age=k))")}
+FACE_BODY_INPUT_FORMAT = (
+    "face, body: float32 NCHW RGB, x = (pixel/255 - mean) / std, resized to input_size; face is a 200x200 chip "
+    "aligned by a 5-point similarity onto agekit's UTKFace-chip template, body is the person box with other "
+    "people blacked out, letterboxed (aspect kept, black borders); face_mask, body_mask: float32 (B,), 1 = the "
+    "crop is present, 0 = missing (feed zeros for a missing crop)")
 DEFAULT_OPSET = 18  # the torch.export-based exporter's lowest native opset
 METADATA_VERSION = "1"
 
@@ -67,9 +76,19 @@ def onnx_metadata(cfg: AgeModelCfg, meta: Mapping[str, Any] | None = None,
     return out
 
 
-def _output_names(model: nn.Module, x: torch.Tensor) -> list[str]:
+def example_inputs(model: nn.Module, cfg: AgeModelCfg, batch: int = 2) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """(input names, example tensors): ``input`` for a face model; a face+body model (MiVOLO) names its inputs
+    (``face, body, face_mask, body_mask``) and makes examples with every mask combination, so tracing sees
+    them all."""
+    names = list(getattr(model, "input_names", (INPUT_NAME,)))
+    if len(names) > 1:
+        return names, tuple(model.example_inputs(batch, generator=torch.Generator().manual_seed(0)))
+    return names, (torch.randn(batch, *cfg.input_size, generator=torch.Generator().manual_seed(0)),)
+
+
+def _output_names(model: nn.Module, args: tuple[torch.Tensor, ...]) -> list[str]:
     with torch.inference_mode():
-        keys = list(model(x).keys())
+        keys = list(model(*args).keys())
     unknown = [k for k in keys if k not in OUTPUT_NAMES]
     if unknown:
         raise ValueError(f"model returns outputs {keys}; the ONNX exporter knows {list(OUTPUT_NAMES)}")
@@ -90,25 +109,31 @@ def export_onnx(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *, opset: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().to(device="cpu", memory_format=torch.contiguous_format)
-    x = torch.randn(2, *cfg.input_size, generator=torch.Generator().manual_seed(0))
-    names = _output_names(model, x)
+    inputs, args = example_inputs(model, cfg, 2)
+    names = _output_names(model, args)
     use_dynamo = opset >= DEFAULT_OPSET if dynamo is None else dynamo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         if use_dynamo:
-            torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False, verbose=False,
-                              input_names=[INPUT_NAME], output_names=names, opset_version=opset,
-                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(model, args, str(path), dynamo=True, external_data=False, verbose=False,
+                              input_names=inputs, output_names=names, opset_version=opset,
+                              dynamic_shapes=tuple({0: batch} for _ in args))
         else:
-            axes = {n: {0: "batch"} for n in [INPUT_NAME, *names]}
-            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=names,
+            axes = {n: {0: "batch"} for n in [*inputs, *names]}
+            torch.onnx.export(model, args, str(path), dynamo=False, input_names=inputs, output_names=names,
                               opset_version=opset, dynamic_axes=axes, do_constant_folding=True)
     proto = onnx.load(str(path))
     del proto.metadata_props[:]
-    for k, v in onnx_metadata(cfg, metadata, names).items():
+    md = onnx_metadata(cfg, metadata, names)
+    if len(inputs) > 1:
+        md["inputs"] = json.dumps(inputs)
+        md["input_format"] = FACE_BODY_INPUT_FORMAT
+    for k, v in md.items():
         proto.metadata_props.add(key=k, value=v)
-    proto.doc_string = f"agekit {cfg.name}: image -> " + ", ".join(OUTPUT_DOCS[n][1] for n in names)
+    proto.doc_string = f"agekit {cfg.name}: {' + '.join(inputs) if len(inputs) > 1 else 'image'} -> " + \
+        ", ".join(OUTPUT_DOCS[n][1] for n in names)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path

@@ -86,6 +86,9 @@ def _quiet() -> None:
 
 
 def _prepare(model: nn.Module, cfg: AgeModelCfg) -> tuple[nn.Module, torch.Tensor, list[str]]:
+    if len(getattr(model, "input_names", ())) > 1:
+        raise ValueError(f"{cfg.name} takes several inputs (face + body); TFLite export covers one-input face "
+                         "models only: export it to onnx")
     model = model.eval().to(device="cpu", memory_format=torch.contiguous_format)
     x = torch.zeros(1, *cfg.input_size)
     with torch.inference_mode():

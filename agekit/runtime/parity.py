@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .runner import Runner, sigmoid
+from .runner import Runner, batch_len, sigmoid, slice_inputs
 
 __all__ = ["ParityReport", "check_parity", "compare_outputs", "OUTPUT_COMPARISONS"]
 
@@ -94,12 +94,14 @@ def compare_outputs(ref: dict[str, np.ndarray], cand: dict[str, np.ndarray], nam
 def check_parity(reference: Runner, candidate: Runner, x: np.ndarray, source: str = "", age_tolerance: float = 0.1,
                  prob_tolerance: float = 0.01, batch_size: int = 16, compare=None,
                  mean_age_tolerance: float = math.inf) -> ParityReport:
-    """Run both runners (``runner(x) -> {"age", "gender_logit"}`` or ``{"logits"}``) on ``x`` without TTA
+    """Run both runners (``runner(x) -> {"age", "gender_logit"}`` or ``{"logits"}``) on ``x`` (a batch, or
+    the named inputs of a face+body model) without TTA
     and compare the outputs they share with ``compare(ref, cand) -> ParityReport fields`` (a task's
     ``compare``; default: every output that has a comparison)."""
     outs: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
-    for s in range(0, len(x), batch_size):
-        xb = np.ascontiguousarray(x[s:s + batch_size], dtype=np.float32)
+    n = batch_len(x)
+    for s in range(0, n, batch_size):
+        xb = slice_inputs(x, s, s + batch_size)
         a, b = reference(xb), candidate(xb)
         for k in set(a) & set(b):
             ref_parts, cand_parts = outs.setdefault(k, ([], []))
@@ -110,5 +112,5 @@ def check_parity(reference: Runner, candidate: Runner, x: np.ndarray, source: st
     ref = {k: np.concatenate(v[0]) for k, v in outs.items()}
     cand = {k: np.concatenate(v[1]) for k, v in outs.items()}
     fields = (compare or compare_outputs)(ref, cand)
-    return ParityReport(n=len(x), source=source, age_tolerance=age_tolerance, prob_tolerance=prob_tolerance,
+    return ParityReport(n=n, source=source, age_tolerance=age_tolerance, prob_tolerance=prob_tolerance,
                         mean_age_tolerance=mean_age_tolerance, **fields)

@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 __all__ = ["Runner", "ModelFileError", "check_model_file", "load_torch_model", "decode_metadata", "per_sample",
-           "sigmoid", "reported_gender", "bundled_model_path", "age_interval", "model_age_range", "INPUT_WIDTH"]
+           "sigmoid", "reported_gender", "bundled_model_path", "age_interval", "model_age_range", "INPUT_WIDTH",
+           "batch_len", "slice_inputs"]
 
 BUNDLED_MODEL = "mobileagenet_lite0_utk_aaf.safetensors"
 
@@ -142,6 +143,36 @@ def _as_batch(x: Any) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+
+def _as_inputs(x: Any) -> np.ndarray | dict[str, np.ndarray]:
+    return {k: _as_batch(v) for k, v in x.items()} if isinstance(x, Mapping) else _as_batch(x)
+
+
+def batch_len(x: Any) -> int:
+    """Number of samples in an input batch (an array, or named arrays that share their first axis)."""
+    return len(next(iter(x.values()))) if isinstance(x, Mapping) else len(x)
+
+
+def _map_inputs(x: Any, fn: Any) -> Any:
+    return {k: fn(v) for k, v in x.items()} if isinstance(x, Mapping) else fn(x)
+
+
+def _mirror(x: Any) -> Any:
+    """The horizontally mirrored inputs: every image (4-d) input flipped, masks unchanged."""
+    return _map_inputs(x, lambda v: v[..., ::-1] if v.ndim == 4 else v)
+
+
+def _concat(a: Any, b: Any) -> Any:
+    if isinstance(a, Mapping):
+        return {k: np.concatenate([a[k], b[k]]) for k in a}
+    return np.concatenate([a, b])
+
+
+def slice_inputs(x: Any, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of an input batch (see :func:`batch_len`), as contiguous float32."""
+    return _map_inputs(x, lambda v: np.ascontiguousarray(v[start:stop], dtype=np.float32))
+
+
 class Runner:
     """A loaded model: ``runner(x)`` gives raw outputs, ``runner.predict(x)`` adds flip TTA and P(female).
 
@@ -156,14 +187,37 @@ class Runner:
     meta: dict[str, Any]
     path: Path
     output_names: tuple[str, ...]
+    input_names: tuple[str, ...] = ("input",)  # face+body models: face, body, face_mask, body_mask
 
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw outputs per sample: age (B,), gender_logit (B,), age_std (B,), age_dist (B, K), logits (B, C),
-        as the model has them."""
+        as the model has them. ``x``: one normalised batch, or for a face+body model a mapping of its
+        named inputs (:attr:`input_names`)."""
         raise NotImplementedError
 
-    def predict(self, x: np.ndarray, tta_flip: bool = True) -> dict[str, np.ndarray]:
-        """Outputs averaged over the image and its mirror (``tta_flip``), plus ``p_female`` with a gender head,
+    @property
+    def takes_pairs(self) -> bool:
+        """Whether the model takes a face crop and a body crop (MiVOLO) rather than one face crop."""
+        from ..models.mivolo import FACE_BODY_INPUTS
+
+        return tuple(self.input_names) == FACE_BODY_INPUTS
+
+    def predict_pairs(self, faces: list[np.ndarray | None], bodies: list[np.ndarray | None],
+                      tta_flip: bool = True) -> dict[str, np.ndarray]:
+        """:meth:`predict` for a face+body model on pairs of crops: ``faces[i]`` a face chip (CropSpec) and
+        ``bodies[i]`` a body crop (``agekit.data.crops.body_crop``), HxWx3 uint8 RGB, ``None`` where missing
+        (a pair needs at least one). Same outputs as :meth:`predict` (age, p_female, age_low/age_high ...)."""
+        if not self.takes_pairs:
+            raise ValueError(f"{self.cfg.name} takes one face crop, not face/body pairs; use predict()")
+        from ..data.transforms import face_body_batch
+
+        if not len(faces) and not len(bodies):
+            return {}
+        return self.predict(face_body_batch(list(faces), list(bodies), self.cfg), tta_flip)
+
+    def predict(self, x: np.ndarray | Mapping[str, np.ndarray], tta_flip: bool = True) -> dict[str, np.ndarray]:
+        """Outputs averaged over the image and its mirror (``tta_flip``; for a face+body model both crops are
+        mirrored, the masks kept), plus ``p_female`` with a gender head,
         plus ``age_low``/``age_high`` (the calibrated interval, :func:`age_interval`) when the model's
         metadata holds a ``calibration`` record.
 
@@ -177,10 +231,10 @@ class Runner:
         their spread, and a calibration fitted on these same outputs (``Runner.predict``) absorbs the
         difference.
         """
-        x = _as_batch(x)
-        n = len(x)
+        x = _as_inputs(x)
+        n = batch_len(x)
         if tta_flip and n:
-            both = self(np.concatenate([x, x[..., ::-1]]))
+            both = self(_concat(x, _mirror(x)))
             out = {k: (v[:n] + v[n:]) / 2 for k, v in both.items()}
         else:
             out = self(x)

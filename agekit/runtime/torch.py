@@ -1,6 +1,7 @@
 """The PyTorch runner: the model itself in eval mode under ``torch.inference_mode``."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,19 @@ class TorchRunner(Runner):
         self.cfg, self.meta, self.path = cfg, meta, path
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.input_names = tuple(getattr(model, "input_names", ("input",)))
         with torch.inference_mode():
-            probe = self.model(torch.zeros(1, *cfg.input_size, device=self.device))
+            if len(self.input_names) > 1:  # a face+body model names its inputs and makes an example of them
+                probe = self.model(*(t.to(self.device) for t in model.example_inputs(1)))
+            else:
+                probe = self.model(torch.zeros(1, *cfg.input_size, device=self.device))
         self.output_names = tuple(probe)
 
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        xt = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.device)
+    def __call__(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32), device=self.device)
+
+        args = [tensor(x[n]) for n in self.input_names] if isinstance(x, Mapping) else [tensor(x)]
         with torch.inference_mode():
-            out = self.model(xt)
-        return {k: per_sample(out[k].float().cpu().numpy(), len(xt)) for k in self.output_names}
+            out = self.model(*args)
+        return {k: per_sample(out[k].float().cpu().numpy(), len(args[0])) for k in self.output_names}

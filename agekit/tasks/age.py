@@ -295,6 +295,16 @@ class AgeTask(Task):
     report_label = "MAE (years)"
     batch_augment = True
 
+    def prepare_config(self, cfg: TrainConfig) -> TrainConfig:
+        """Input dropping is for models with two inputs (face+body); a face model has nothing to drop."""
+        d = cfg.data
+        if d.drop_face_p or d.drop_body_p:
+            from ..config.base import ConfigError
+
+            raise ConfigError(f"data.drop_face_p / data.drop_body_p apply to face+body models (mivolo_*); "
+                              f"{cfg.model.name} takes one face crop")
+        return cfg
+
     def datamodule(self, cfg: TrainConfig, model_cfg: AgeModelCfg):
         from ..data.datamodule import AgeDataModule
 

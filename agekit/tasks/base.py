@@ -63,6 +63,7 @@ class Task(ABC):
     report_better: ClassVar[str] = "lower"
     batch_augment: ClassVar[bool] = False  # augment whole uint8 batches on the device (BatchAugment)
     datasets: ClassVar[tuple[str, ...]] = ()  # named datasets only this task can use
+    input_kinds: ClassVar[tuple[str, ...]] = ()  # crops a model of this task takes beyond one face (face, body)
 
     # -- config and data ---------------------------------------------------------------------------
     def prepare_config(self, cfg: TrainConfig) -> TrainConfig:
@@ -84,6 +85,15 @@ class Task(ABC):
     def update_metrics(self, metrics: nn.ModuleDict, out: dict[str, torch.Tensor],
                        batch: Sequence[torch.Tensor]) -> list[str]:
         """Update ``metrics`` with a batch; return the names to log this step."""
+
+    def model_inputs(self, x: Any, prepare: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The model's positional inputs from a batch's first item: uint8 images normalised by ``prepare``
+        (the engine's normalisation). One image batch by default; face+body: crops and their masks."""
+        return (prepare(x),)
+
+    def train_batch(self, batch: Sequence[Any], cfg: TrainConfig) -> Sequence[Any]:
+        """A training batch after augmentation, before the step (face+body: drops inputs at random)."""
+        return batch
 
     def train_log(self, out: dict[str, torch.Tensor], batch: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Cheap per-step training figures (shown in the progress bar)."""

@@ -58,11 +58,13 @@ class TaskModule(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def forward(self, x_uint8: torch.Tensor, tta_flip: bool = False) -> dict[str, torch.Tensor]:
-        x = self.prepare_input(x_uint8)
-        out = self.model(x)
+    def forward(self, x_uint8: Any, tta_flip: bool = False) -> dict[str, torch.Tensor]:
+        """``x_uint8``: a batch's inputs (uint8 images; face+body: crops and masks), made into the model's
+        inputs by the task; ``tta_flip`` also runs the mirrored images (every 4-d input) and averages."""
+        inputs = self.task.model_inputs(x_uint8, self.prepare_input)
+        out = self.model(*inputs)
         if tta_flip:
-            out2 = self.model(torch.flip(x, dims=[3]))
+            out2 = self.model(*(torch.flip(t, dims=[3]) if t.ndim == 4 else t for t in inputs))
             out = {k: (v + out2[k]) / 2 for k, v in out.items()}
         return out
 
@@ -74,15 +76,23 @@ class TaskModule(L.LightningModule):
 
     def augment_batch(self, batch):
         """The training batch transform: BatchAugment (data.augment), then the old-photo degradation
-        for a share data.degrade_p of the images."""
-        if self.augment is None and self.degrade is None:
-            return batch
-        x, *rest = batch
+        for a share data.degrade_p of the images (each uint8 image input on its own: face+body models
+        have two), then the task's own (:meth:`agekit.tasks.base.Task.train_batch`)."""
+        if self.augment is not None or self.degrade is not None:
+            x, *rest = batch
+            if isinstance(x, (list, tuple)):
+                x = type(x)(self._augment_images(t) if t.dtype == torch.uint8 and t.ndim == 4 else t for t in x)
+            else:
+                x = self._augment_images(x)
+            batch = (x, *rest)
+        return self.task.train_batch(batch, self.cfg)
+
+    def _augment_images(self, x: torch.Tensor) -> torch.Tensor:
         if self.augment is not None:
             x = self.augment(x)
         if self.degrade is not None:
             x = self.degrade(x)
-        return (x, *rest)
+        return x
 
     # -- steps ----------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

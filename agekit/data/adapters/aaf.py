@@ -10,6 +10,10 @@ Layout (as the release unpacks; ../shared/data/AAF holds the official ``train_``
   without points they could only be cropped some other way;
 - ``image sets/train_.txt`` (and ``val_.txt`` when present): lines ``name gender``, 1 = male.
 
+The person box (face+body models, MiVOLO) is the whole photo: AAF photos are head-and-shoulders portraits of
+one person, which is what a person detector finds in such a photo at prediction time (the box covers the
+visible person: head and shoulders). Rows keep their landmarks, so the face task still aligns their faces.
+
 Gender comes from two sources that should agree: the serial range (00000-07380 female,
 07381-13321 male) and the lists (1 = male, the opposite of agekit's 1 = female). Where both exist
 and disagree, the gender is set to unknown (NA) and the file is reported, since neither source is
@@ -27,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..imageio import ImageLoadError, image_size
 from ..landmarks import five_from_49
-from ..manifest import LANDMARK_COLUMNS, new_manifest
+from ..manifest import LANDMARK_COLUMNS, PERSON_BOX, new_manifest
 from . import register_adapter
 
 _NAME = re.compile(r"^(?P<serial>\d{5})A(?P<age>\d{2})\.jpe?g$", re.IGNORECASE)
@@ -104,8 +109,13 @@ def aaf_manifest(root: str | Path, **_: object) -> pd.DataFrame:
             no_points.append(p.name)
             continue
         five = five_from_49(read_key_points(kp))
+        try:
+            w, h = image_size(p)
+        except ImageLoadError:  # unreadable: no person box; the crop cache reports the file
+            w = h = float("nan")
         rows.append({"path": str(p.resolve()), "name": p.name, **labels, "subject_id": f"{labels['serial']:05d}",
-                     **dict(zip(LANDMARK_COLUMNS, five.ravel().tolist()))})  # "mostly Asian": no per-image race
+                     **dict(zip(LANDMARK_COLUMNS, five.ravel().tolist())),  # "mostly Asian": no per-image race
+                     **dict(zip(PERSON_BOX, (0.0, 0.0, float(w), float(h))))})
     if not rows:
         raise AAFError(f"{images}: no images with key points found" + (f" (no {points})" if not points.is_dir() else ""))
     table = pd.DataFrame(rows)
