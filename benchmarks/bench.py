@@ -174,7 +174,8 @@ def bench_model(files: dict[str, Path], threads: int, runs: int, warmup: int, th
 
 
 def photos(work: Path) -> list[tuple[str, Path]]:
-    """The bundled 512 px astronaut and a 640 px one-face photo (the astronaut upscaled to 640 px)."""
+    """The bundled 512 px astronaut and a 640 px one-face photo (the astronaut upscaled to 640 px, saved as a
+    quality-95 JPEG like a camera photo; until issue 10 it was a PNG, whose decode alone took ~7 ms)."""
     import cv2
 
     from agekit.data.imageio import load_rgb
@@ -189,10 +190,10 @@ def photos(work: Path) -> list[tuple[str, Path]]:
         rgb = skdata.astronaut()
         src = work / "astronaut.png"
         cv2.imwrite(str(src), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    big = work / "astronaut_640.png"
+    big = work / "astronaut_640.jpg"
     scale = 640 / max(rgb.shape[:2])
     up = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_CUBIC)
-    cv2.imwrite(str(big), cv2.cvtColor(up, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(big), cv2.cvtColor(up, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
     return [(f"photo {rgb.shape[1]}x{rgb.shape[0]}", src), (f"photo {up.shape[1]}x{up.shape[0]}", big)]
 
 
@@ -216,6 +217,11 @@ def bench_pipeline(model_path: Path, onnx_path: Path, threads: int, runs: int, w
             continue
         if backend is None:
             label_backend = f"default ({pred.backend_name})"
+        import torch
+
+        # as `agekit predict` does: with a non-torch backend torch only normalises crops, and its idle OpenMP
+        # threads would compete with onnxruntime's
+        torch.set_num_threads(threads if pred.backend_name == "torch" else 1)
         for label, photo in photos(work):
             label = f"{label} persons" if persons else label
             log(f"pipeline: {label}, {label_backend}")

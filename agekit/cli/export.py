@@ -103,7 +103,6 @@ def export_cmd(
              f"(tolerance {tolerance:g} / {prob_tolerance:g})", code=1)
 
 
-
 def _calibration(model: Path, calib_data: Optional[str], root: Optional[str], n: int, cache_dir: Path) -> dict:
     """``calibration``/``calibration_source`` options for an int8 export: ``n`` training-split crops through the
     one crop path (the task's parity inputs, split ``train``), never random tensors."""

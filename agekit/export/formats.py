@@ -81,7 +81,8 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat("tflite-int8", ".int8.tflite", "agekit.export.tflite:export_tflite_int8",
                  ("litert-torch", "ai-edge-litert"), runner="agekit.runtime.tflite:TfliteRunner",
                  options=("calibration", "calibration_source"), calibrated=True, parity=INT8_PARITY,
-                 description="LiteRT static int8 (litert-torch PT2E), calibrated on real training crops"),
+                 description="LiteRT static int8 (litert-torch PT2E), calibrated on real training crops; experimental: "
+                             "misses the int8 parity bar on the bundled model (README)"),
 )}
 
 

@@ -20,6 +20,11 @@ NO_PERSON = "no person detected"
 INPUTS = ("face+body", "face", "body")  # what an estimate was made from
 
 
+def interval_text(low: float | None, high: float | None) -> str | None:
+    """``"24-37"``; None without an interval. The one interval text of tables and writers."""
+    return None if low is None or high is None else f"{low:.0f}-{high:.0f}"
+
+
 def age_label(age: float | None, low: float | None, high: float | None, gender: str | None,
               gender_prob: float | None) -> str:
     """``"34 F 0.97"``, ``"30 (24-37) F 0.94"`` with an interval; the one label of drawings and tables."""
@@ -52,9 +57,7 @@ class FaceResult:
     @property
     def interval(self) -> str | None:
         """The calibrated interval as text, e.g. ``"24-37"`` (None when the model is not calibrated)."""
-        if self.age_low is None or self.age_high is None:
-            return None
-        return f"{self.age_low:.0f}-{self.age_high:.0f}"
+        return interval_text(self.age_low, self.age_high)
 
     @property
     def label(self) -> str:
@@ -87,9 +90,8 @@ class PersonResult:
 
     @property
     def interval(self) -> str | None:
-        if self.age_low is None or self.age_high is None:
-            return None
-        return f"{self.age_low:.0f}-{self.age_high:.0f}"
+        """The calibrated interval as text, e.g. ``"24-37"`` (None when the model is not calibrated)."""
+        return interval_text(self.age_low, self.age_high)
 
     @property
     def label(self) -> str:
@@ -193,9 +195,8 @@ class TrackResult:
 
     @property
     def interval(self) -> str | None:
-        if self.age_low is None or self.age_high is None:
-            return None
-        return f"{self.age_low:.0f}-{self.age_high:.0f}"
+        """The calibrated interval as text, e.g. ``"24-37"`` (None when the model is not calibrated)."""
+        return interval_text(self.age_low, self.age_high)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

