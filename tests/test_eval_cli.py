@@ -146,4 +146,4 @@ def test_eval_defaults_to_the_bundled_model(bundled_model_file: Path, utk_manife
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["model"]["path"] == str(bundled_model_file) and res["model"]["backend"] == "torch"
     bad = CliRunner().invoke(app, ["eval", "--data", str(utk_manifest), "--backend", "tf"])
-    assert bad.exit_code != 0 and "choose one of torch, onnx, tflite" in bad.output
+    assert bad.exit_code != 0 and "choose one of torch, onnx, onnx-int8, tflite, tflite-int8" in bad.output
