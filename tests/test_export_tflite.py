@@ -29,25 +29,23 @@ def bundled_tflite(bundled_model_file: Path, tmp_path_factory) -> Path:
     return cached_export(bundled_model_file, "tflite", os.environ["AGEKIT_CACHE_DIR"])
 
 
-def test_tflite_export_carries_metadata_and_calibration(random_model_file: Path, tmp_path: Path):
-    from agekit.models import load_model, save_weights
-
-    model, _, meta = load_model(random_model_file)
-    calibrated = save_weights(model, tmp_path / "cal.safetensors", {**meta, "calibration": {"q": 7.5, "score": "abs"}})
-    res = export_model(calibrated, "tflite", tmp_path / "m.tflite")
-    assert res.path.is_file() and [p.name for p in tmp_path.iterdir() if p.name.startswith("m.")] == ["m.tflite"]
-    md = read_tflite_metadata(res.path)  # inside the file, no sidecar
-    assert json.loads(md["calibration"]) == {"q": 7.5, "score": "abs"} and json.loads(md["outputs_order"]) == ["age", "gender_logit"]
-    runner = load_runner(res.path, threads=1)
-    ref = load_runner(calibrated)
-    assert runner.backend == "tflite" and runner.calibration == {"q": 7.5, "score": "abs"}
+def test_tflite_export_carries_metadata_and_calibration(bundled_model_file: Path, bundled_tflite: Path):
+    """The metadata (the calibrated interval's record included) is inside the .tflite file, no sidecar."""
+    ref = load_runner(bundled_model_file, "torch")
+    assert ref.calibration  # the bundled model is calibrated (agekit calibrate)
+    assert [p.name for p in bundled_tflite.parent.iterdir() if p.name.startswith(bundled_tflite.stem)] == [bundled_tflite.name]
+    md = read_tflite_metadata(bundled_tflite)
+    assert json.loads(md["calibration"]) == ref.calibration and json.loads(md["outputs_order"]) == ["age", "gender_logit"]
+    runner = load_runner(bundled_tflite, threads=1)
+    assert runner.backend == "tflite" and runner.calibration == ref.calibration
     assert runner.cfg.input_size == ref.cfg.input_size and runner.cfg.mean == ref.cfg.mean
     x = np.random.default_rng(0).standard_normal((3, *ref.cfg.input_size)).astype(np.float32)
-    rep = check_parity(ref, runner, x, "random", age_tolerance=1e-3, prob_tolerance=1e-4)
+    rep = check_parity(ref, runner, x, "random", age_tolerance=1e-2, prob_tolerance=1e-3)
     assert rep.passed, rep
-    out = runner.predict(x)  # whole outputs per image, and the calibrated interval
+    out, ref_out = runner.predict(x), ref.predict(x)  # whole outputs per image, and the calibrated interval
     assert out["age"].shape == (3,) and out["gender_logit"].shape == (3,)
-    np.testing.assert_allclose(out["age_high"] - out["age_low"], 15.0, atol=1e-4)
+    np.testing.assert_allclose(out["age_low"], ref_out["age_low"], atol=1e-2)
+    np.testing.assert_allclose(out["age_high"], ref_out["age_high"], atol=1e-2)
 
 
 def test_a_tflite_file_without_agekit_metadata_is_a_clear_error(tmp_path: Path):
