@@ -35,7 +35,7 @@ def test_tflite_export_carries_metadata_and_calibration(bundled_model_file: Path
     assert ref.calibration  # the bundled model is calibrated (agekit calibrate)
     assert [p.name for p in bundled_tflite.parent.iterdir() if p.name.startswith(bundled_tflite.stem)] == [bundled_tflite.name]
     md = read_tflite_metadata(bundled_tflite)
-    assert json.loads(md["calibration"]) == ref.calibration and json.loads(md["outputs_order"]) == ["age", "gender_logit"]
+    assert json.loads(md["calibration"]) == ref.calibration and json.loads(md["outputs_order"]) == ["age", "gender_logit", "age_std", "age_dist"]
     runner = load_runner(bundled_tflite, threads=1)
     assert runner.backend == "tflite" and runner.calibration == ref.calibration
     assert runner.cfg.input_size == ref.cfg.input_size and runner.cfg.mean == ref.cfg.mean
