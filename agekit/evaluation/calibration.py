@@ -74,6 +74,9 @@ def calibrate(model: str | Path | Runner, data: str | Path = "utkface", split: s
     if split == "test":
         raise ValueError("calibrate on a split other than the test split (e.g. val): the test split scores the interval")
     runner = model if isinstance(model, Runner) else load_runner(model, backend, threads=threads, cache_dir=work_dir)
+    if runner.takes_pairs:
+        return _calibrate_face_body(runner, data, split, root, alpha, batch_size, tta_flip, cache_dir, crop, limit,
+                                    seed)
     ss = scored_split(runner, data, split, root, cache_dir, crop, limit, seed)
     outs, _ = predict_outputs(runner, ss.crops, ss.index, batch_size, tta_flip)
     y = ss.df["age"].to_numpy(dtype=np.float64)[ss.index]
@@ -131,4 +134,37 @@ def write_calibrated(model: str | Path, record: dict[str, Any], out: str | Path 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    return out
+
+
+def _calibrate_face_body(runner: Runner, data: str | Path, split: str, root: str | Path | None, alpha: float,
+                         batch_size: int, tta_flip: bool, cache_dir: str | Path, crop: str, limit: int | None,
+                         seed: int) -> dict[str, Any]:
+    """A face+body model: one conformal quantile per input combination it can be shown (face+body, face, body),
+    each on the rows of ``split`` that have it (``agekit eval --inputs``' path), so the interval widens by what
+    the missing input actually costs (:func:`agekit.runtime.runner.age_interval` reads ``by_inputs``). Rows with
+    age groups only (PETA) cannot give a conformal score and are left out."""
+    from .face_body import evaluate_face_body
+
+    records: dict[str, dict[str, Any]] = {}
+    for inputs in ("face+body", "face", "body"):
+        try:
+            res = evaluate_face_body(runner, data, split, root, inputs=inputs, batch_size=batch_size,
+                                     tta_flip=tta_flip, cache_dir=cache_dir, crop=crop, limit=limit, seed=seed,
+                                     n_boot=20)
+        except ValueError:
+            continue  # no rows with this input combination here
+        pred = res.predictions
+        pred = pred[(pred["inputs"] == inputs) & pred["age"].notna()]
+        if len(pred) == 0:
+            continue
+        std = pred["age_std"].to_numpy() if "age_std" in pred.columns else None
+        rec = calibration_record(pred["age"].to_numpy(), pred["pred"].to_numpy(), std, alpha, str(data), split)
+        records[inputs] = {**rec, "inputs": inputs}
+    if not records:
+        raise ValueError(f"calibration needs exact ages; {data}/{split} has none a face+body model can be shown")
+    main = records.get("face+body") or next(iter(records.values()))
+    out = {**main, "by_inputs": records, "tta_flip": tta_flip, "crop": crop}
+    if limit is not None:
+        out["limit"] = limit
     return out

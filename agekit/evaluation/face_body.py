@@ -18,11 +18,13 @@ import torch
 
 from ..data.cache import FaceBodyCrops, build_face_body_cache
 from ..data.crops import CropSpec
+from ..data.manifest import has_intervals, interval_rows
 from ..data.transforms import normalize
 from ..models.registry import AgeModelCfg
 from ..runtime import Runner, load_runner
 from ..runtime.runner import reported_gender
-from .evaluate import EvalResult, _group_rows, load_eval_table, summarize
+from .evaluate import EvalResult, _group_rows, add_group_columns, load_eval_table, summarize
+from .metrics import group_set
 
 __all__ = ["INPUT_CHOICES", "face_body_inputs", "evaluate_face_body", "face_body_parity_inputs"]
 
@@ -47,7 +49,7 @@ def _inputs_label(fm: np.ndarray, bm: np.ndarray) -> np.ndarray:
     return np.where((fm > 0) & (bm > 0), "face+body", np.where(fm > 0, "face", "body")).astype(object)
 
 
-def evaluate_face_body(model: str | Path, data: str | Path = "aaf", split: str = "test",
+def evaluate_face_body(model: str | Path | Runner, data: str | Path = "aaf", split: str = "test",
                        root: str | Path | None = None, inputs: str = "face+body", cs_k: float = 5,
                        batch_size: int = 64, tta_flip: bool = True, backend: str | None = None,
                        threads: int | None = None, cache_dir: str | Path = "cache", n_boot: int = 1000, seed: int = 0,
@@ -60,9 +62,9 @@ def evaluate_face_body(model: str | Path, data: str | Path = "aaf", split: str =
     if degrade is not None:
         raise ValueError("--degrade is implemented for face models only")
     use_face, use_body = INPUT_CHOICES[inputs]
-    runner = load_runner(model, backend, threads=threads, cache_dir=work_dir)
+    runner = model if isinstance(model, Runner) else load_runner(model, backend, threads=threads, cache_dir=work_dir)
     if not runner.takes_pairs:
-        raise ValueError(f"{Path(model).name} is a face model; score it with the face evaluation")
+        raise ValueError(f"{runner.cfg.name} is a face model; score it with the face evaluation")
     df, data_name = load_eval_table(data, root)
     splits = sorted(df["split"].dropna().unique())
     if split not in splits:
@@ -89,6 +91,13 @@ def evaluate_face_body(model: str | Path, data: str | Path = "aaf", split: str =
     for key in ("age_std", "age_low", "age_high"):
         if key in outs:
             pred[key] = outs[key]
+    groups = None
+    if has_intervals(sub):  # age groups (PETA): scored as the face evaluation scores them
+        pred["age_lo"] = sub["age_lo"].to_numpy(dtype=np.float64)
+        pred["age_hi"] = sub["age_hi"].to_numpy(dtype=np.float64)
+        g = df[interval_rows(df).to_numpy()]
+        groups = group_set(g["age_lo"].to_numpy(), g["age_hi"].to_numpy())
+        pred = add_group_columns(pred, groups)
     pred["gender"] = pred["gender"].astype("Int64")
     from .. import __version__
 
@@ -101,7 +110,7 @@ def evaluate_face_body(model: str | Path, data: str | Path = "aaf", split: str =
                  "n_unreadable": int((in_split & ~crops.ok).sum()), "crop": spec.mode, "limit": limit},
         "settings": {"cs_k": cs_k, "n_boot": n_boot, "seed": seed, "ci": "95% percentile bootstrap",
                      "batch_size": batch_size},
-        **summarize(pred, cs_k, n_boot, seed),
+        **summarize(pred, cs_k, n_boot, seed, groups=groups),
         "by_inputs": _group_rows(pred, "inputs", INPUT_GROUPS, n_boot, seed, cs_k),
         "timing": {"seconds": seconds, "pairs_per_s": len(index) * (2 if tta_flip else 1) / max(seconds, 1e-9),
                    "note": "forward passes per second (TTA doubles them)"},

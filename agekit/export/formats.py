@@ -79,10 +79,10 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  runner="agekit.runtime.tflite:TfliteRunner", from_torch=True,
                  description="LiteRT / TensorFlow Lite (batch 1, agekit metadata inside the file) for Android and edge devices"),
     ExportFormat("tflite-int8", ".int8.tflite", "agekit.export.tflite:export_tflite_int8",
-                 ("litert-torch", "ai-edge-litert"), runner="agekit.runtime.tflite:TfliteRunner",
+                 ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"), runner="agekit.runtime.tflite:TfliteRunner",
                  options=("calibration", "calibration_source"), calibrated=True, parity=INT8_PARITY,
-                 description="LiteRT static int8 (litert-torch PT2E), calibrated on real training crops; experimental: "
-                             "misses the int8 parity bar on the bundled model (README)"),
+                 description="LiteRT static int8 (ai-edge-quantizer; input, first layer and head in float), "
+                             "calibrated on real training crops"),
 )}
 
 

@@ -30,14 +30,17 @@ class BackendCheckError(RuntimeError):
     """The fast backend's export disagrees with PyTorch beyond the parity tolerance."""
 
 
-def probe_inputs(cfg: Any, n_random: int = 6, seed: int = 0) -> tuple[np.ndarray, str]:
+def probe_inputs(cfg: Any, n_random: int = 6, seed: int = 0) -> tuple[np.ndarray | dict[str, np.ndarray], str]:
     """(normalised batch, description): the example photo's aligned faces and their mirrors (the real crop path:
-    detector -> :class:`~agekit.data.crops.CropSpec`), plus ``n_random`` seeded normal inputs."""
+    detector -> :class:`~agekit.data.crops.CropSpec`), plus ``n_random`` seeded normal inputs. A face+body
+    model gets named inputs: each face with the whole photo as its body crop, face only and body only."""
     from ..data.crops import CropSpec
     from ..data.imageio import load_rgb
     from ..data.transforms import crops_to_batch
     from .detectors import create_detector
 
+    if getattr(cfg, "task", "") == "face_body":
+        return _probe_pairs(cfg, n_random, seed)
     parts, what = [], []
     photo = example_photo_path()
     if photo.is_file():
@@ -51,6 +54,24 @@ def probe_inputs(cfg: Any, n_random: int = 6, seed: int = 0) -> tuple[np.ndarray
         parts.append(np.random.default_rng(seed).standard_normal((n_random, *cfg.input_size)).astype(np.float32))
         what.append(f"{n_random} random inputs")
     return np.concatenate(parts).astype(np.float32), " + ".join(what)
+
+
+def _probe_pairs(cfg: Any, n_random: int, seed: int) -> tuple[dict[str, np.ndarray], str]:
+    from ..data.crops import CropSpec
+    from ..data.imageio import load_rgb
+    from ..data.transforms import face_body_batch
+    from .detectors import create_detector
+
+    rgb = load_rgb(example_photo_path())
+    faces = [CropSpec("align").crop(rgb, d.landmarks) for d in create_detector("retinaface", threads=1).detect(rgb)]
+    x = face_body_batch([*faces, *faces, None], [rgb] * len(faces) + [None] * len(faces) + [rgb], cfg)
+    rng = np.random.default_rng(seed)
+    n = n_random
+    if n:
+        rand = {k: rng.standard_normal((n, *cfg.input_size)).astype(np.float32) for k in ("face", "body")}
+        rand |= {"face_mask": np.ones(n, np.float32), "body_mask": np.ones(n, np.float32)}
+        x = {k: np.concatenate([x[k], rand[k]]) for k in x}
+    return x, f"the example photo's face(s) with, without and as a body crop + {n} random pairs"
 
 
 def _checked(path: Path, backend: str, device: str, threads: int | None, cache_dir: str | Path | None) -> Runner:

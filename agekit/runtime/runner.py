@@ -16,10 +16,12 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 __all__ = ["Runner", "ModelFileError", "check_model_file", "load_torch_model", "decode_metadata", "per_sample",
-           "sigmoid", "reported_gender", "bundled_model_path", "age_interval", "model_age_range", "INPUT_WIDTH",
+           "sigmoid", "reported_gender", "bundled_model_path", "bundled_person_model_path", "age_interval", "model_age_range", "INPUT_WIDTH",
            "batch_len", "slice_inputs"]
 
 BUNDLED_MODEL = "mobileagenet_lite0_utk_aaf.safetensors"
+# the face+body (MiVOLO) model that person mode (`agekit predict --persons`, `--crops person`) uses by default
+BUNDLED_PERSON_MODEL = "mivolo_lite0x2_aaf_peta.safetensors"
 
 
 class ModelFileError(FileNotFoundError):
@@ -29,6 +31,11 @@ class ModelFileError(FileNotFoundError):
 def bundled_model_path() -> Path:
     """The trained model shipped in ``agekit/assets`` (the default of ``predict`` and ``eval``)."""
     return Path(__file__).resolve().parents[1] / "assets" / BUNDLED_MODEL
+
+
+def bundled_person_model_path() -> Path:
+    """The face+body model shipped in ``agekit/assets`` (person mode's default: faces, bodies, or both)."""
+    return Path(__file__).resolve().parents[1] / "assets" / BUNDLED_PERSON_MODEL
 
 
 def check_model_file(path: str | Path) -> Path:
