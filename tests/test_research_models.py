@@ -11,7 +11,7 @@ import torch
 from agekit.models import create_model, get_model_cfg, list_models
 from agekit.models.baselines import count_params, match_width, model_params
 
-FAMILIES = ("convnext_vit", "convnext_age", "convnext_attn", "convnext_cls", "vit", "mixer")
+FAMILIES = ("convnext_vit", "convnext_age", "convnext_attn", "convnext_cls", "vit", "mixer", "lite_vit", "lite_attn")
 RESEARCH = [n for n in list_models() if get_model_cfg(n).family in FAMILIES]
 MATCHED = {"match_model": "convnext_cls_atto", "num_classes": 10}
 
@@ -42,7 +42,7 @@ def test_every_research_model_builds(name):
     """All sizes, built on the meta device (structure and parameter count, no init cost)."""
     kw = dict(MATCHED) if "matched" in name else {}
     n = model_params(name, **kw)
-    if any(t in name for t in ("atto", "femto", "_p4_32")):  # small: count a real CPU build independently
+    if any(t in name for t in ("atto", "femto", "_p4_32", "lite0_")):  # small: count a real CPU build independently
         assert n == sum(p.numel() for p in create_model(name, **kw).parameters())
     if name == "convnext_vit_tiny":  # 12 blocks of 192-d on top of ConvNeXt-T: ~5.3M more than ConvNeXt-T
         assert 5.0e6 < n - model_params("convnext_age_tiny") < 5.7e6
@@ -62,6 +62,9 @@ CASES = [
     ("vit_tiny_p4_32", {"num_classes": 10, "depth": 2}, 32),
     ("mixer_tiny_p4_32", {"num_classes": 10, "depth": 2}, 32),
     ("vit_matched_p4_32", {"num_classes": 10, "target_params": 400_000, "depth": 2}, 32),
+    ("lite0_vit_128", {"depth": 2, "head_hidden": 64}, 128),
+    ("lite0_attn_128", {"points": "p2+p3", "mechanism": "mhsa", "num_heads": 2}, 128),
+    ("lite0_attn_128", {"points": "p3", "mechanism": "cbam"}, 128),
 ]
 
 

@@ -170,8 +170,9 @@ class FinetuneSection(Strict):
     head_epochs: int = Field(1, ge=0)  # stage 1: backbone frozen, head only
     freeze_early_blocks: int = Field(0, ge=0)  # stem + first N blocks stay frozen in stage 2
     # two_stage: backbone frozen for head_epochs, then trains at lr * backbone_lr_ratio.
-    # F0/F1/F2 (ConvNeXt backbones, agekit.models.freezing): F0 backbone frozen throughout; after head_epochs
-    # warmup epochs F1 unfreezes the last downsampling + stage 4, F2 the whole backbone (at lr * backbone_lr_ratio).
+    # F0/F1/F2 (ConvNeXt and EfficientNet backbones, agekit.models.freezing): F0 backbone frozen throughout; after
+    # head_epochs warmup epochs F1 unfreezes the last downsampling + stage 4 (EfficientNet: the last two block
+    # stages + conv_head), F2 the whole backbone (at lr * backbone_lr_ratio). Frozen BatchNorm stays fixed.
     regime: Literal["two_stage", "F0", "F1", "F2"] = "two_stage"
 
 

@@ -4,6 +4,8 @@ from . import convnext_vit  # noqa: F401  (registers convnext_vit_*, convnext_ag
 from . import convnext_attn  # noqa: F401  (registers convnext_attn_*, convnext_attn_age_*)
 from . import baselines  # noqa: F401  (registers convnext_cls_*, vit/mixer baselines)
 from . import mivolo  # noqa: F401  (registers mivolo_*: face + body)
+from . import lite_hybrid  # noqa: F401  (registers lite0_vit_*: the hybrid on ImageNet Lite0)
+from . import lite_attn  # noqa: F401  (registers lite0_attn_*: attention inside ImageNet Lite0)
 from .factory import create_model, load_backbone_weights, load_model
 from .registry import AgeModelCfg, get_model_cfg, is_model, list_models, register_age_model
 from .weights import WeightsError, save_weights

@@ -5,6 +5,10 @@
 
 The inserted modules live in ``model.attn`` (outside ``model.backbone``), so freezing the
 backbone (regimes F0/F1/F2, :mod:`agekit.models.freezing`) leaves them and the head trainable.
+
+Insertion point ``p<i>`` is the backbone's output at stride ``2**(i+1)`` (timm's ``feature_info``): ConvNeXt's
+stage i, and the same place in other timm CNNs (EfficientNet-Lite0: P2 after ``blocks[2]``, 40 channels; P3
+after ``blocks[4]``, 112 channels), so :class:`ConvNeXtAttn` also runs on those (``agekit.models.lite_attn``).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from .convnext_vit import convnext_early_modules, register_sizes
 from .heads import AgeGenderHead
 from .registry import AgeModelCfg, strip_timm_kwargs
 
-__all__ = ["ClassifierHead", "ConvNeXtAttn", "parse_points", "patch_cifar_stem"]
+__all__ = ["ClassifierHead", "ConvNeXtAttn", "feature_sequence", "insertion_points", "parse_points", "patch_cifar_stem"]
 
 
 def patch_cifar_stem(backbone: nn.Module) -> None:
@@ -42,9 +46,36 @@ def parse_points(points: str | list[str] | tuple[str, ...]) -> tuple[int, ...]:
     for p in points:
         p = str(p).strip().lower()
         if len(p) != 2 or p[0] != "p" or p[1] not in "1234":
-            raise ValueError(f"insertion point {p!r} must be p1..p4 (after that ConvNeXt stage)")
+            raise ValueError(f"insertion point {p!r} must be p1..p4 (the stride 4/8/16/32 output: ConvNeXt's stage 1..4)")
         out.add(int(p[1]))
     return tuple(sorted(out))
+
+
+def insertion_points(backbone: nn.Module) -> dict[int, tuple[str, int]]:
+    """Point i -> (name of the backbone module whose output is at stride ``2**(i+1)``, its channels).
+
+    Read from timm's ``feature_info`` (the last module of each stride), so it holds for any timm CNN that
+    :func:`feature_sequence` can walk: ConvNeXt ``stages.{i-1}``; EfficientNet-Lite0 ``blocks.1/2/4/6``.
+    """
+    out = {}
+    for f in backbone.feature_info:
+        i = int(f["reduction"]).bit_length() - 2  # 4 -> 1, 8 -> 2, 16 -> 3, 32 -> 4
+        if 1 <= i <= 4:
+            out[i] = (f["module"], int(f["num_chs"]))
+    return out
+
+
+def feature_sequence(backbone: nn.Module) -> list[tuple[str, nn.Module]]:
+    """timm's ``forward_features`` of a ConvNeXt or an EfficientNet as named steps, so that modules can be
+    applied between them (``insertion_points`` names the places)."""
+    if hasattr(backbone, "stages") and hasattr(backbone, "stem"):  # ConvNeXt
+        return [("stem", backbone.stem), *((f"stages.{i}", m) for i, m in enumerate(backbone.stages)),
+                ("norm_pre", backbone.norm_pre)]
+    if hasattr(backbone, "blocks") and hasattr(backbone, "bn2"):  # timm's EfficientNet class (-Lite, MobileNetV2)
+        return [("conv_stem", backbone.conv_stem), ("bn1", backbone.bn1),
+                *((f"blocks.{i}", m) for i, m in enumerate(backbone.blocks)),
+                ("conv_head", backbone.conv_head), ("bn2", backbone.bn2)]
+    raise TypeError(f"attention insertion supports timm ConvNeXt and EfficientNet backbones, not {type(backbone).__name__}")
 
 
 class ClassifierHead(nn.Module):
@@ -85,9 +116,10 @@ class ConvNeXtAttn(nn.Module):
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
         if cifar_stem:
             patch_cifar_stem(self.backbone)
-        dims = [f["num_chs"] for f in self.backbone.feature_info]
+        places = insertion_points(self.backbone)
         self.points = parse_points(points) if mechanism != "none" else ()
-        self.attn = nn.ModuleDict({f"p{i}": create_attention(mechanism, dims[i - 1], num_heads) for i in self.points})
+        self.attn = nn.ModuleDict({f"p{i}": create_attention(mechanism, places[i][1], num_heads) for i in self.points})
+        self.attn_after = {places[i][0]: f"p{i}" for i in self.points}  # backbone step name -> attn key
         nf = self.backbone.num_features
         if task == "classification":
             self.head: nn.Module = ClassifierHead(nf, num_classes, drop_rate)
@@ -105,14 +137,12 @@ class ConvNeXtAttn(nn.Module):
         return {n for n, _ in self.named_parameters() if n.endswith(".gate")}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        bb = self.backbone
-        x = bb.stem(x)
-        for i, stage in enumerate(bb.stages, 1):
-            x = stage(x)
-            key = f"p{i}"
-            if key in self.attn:
-                x = self.attn[key](x)
-        return bb.norm_pre(x)
+        """The backbone's ``forward_features`` with ``attn[p<i>]`` applied after the step that point i names."""
+        for name, step in feature_sequence(self.backbone):
+            x = step(x)
+            if name in self.attn_after:
+                x = self.attn[self.attn_after[name]](x)
+        return x
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.backbone.forward_head(self.forward_features(x), pre_logits=True))

@@ -28,7 +28,8 @@ from torch import nn
 from .heads import AgeGenderHead
 from .registry import AgeModelCfg, register_age_model, strip_timm_kwargs
 
-__all__ = ["CONNECTORS", "CONVNEXT_SIZES", "ConvNeXtAge", "ConvNeXtViT", "convnext_early_modules", "register_sizes"]
+__all__ = ["CONNECTORS", "CONVNEXT_SIZES", "ConvNeXtAge", "ConvNeXtViT", "build_hybrid", "convnext_early_modules",
+           "register_sizes"]
 
 CONVNEXT_SIZES = ("atto", "femto", "pico", "nano", "tiny", "small", "base")
 CONNECTORS = ("direct49", "split196")
@@ -57,7 +58,11 @@ def convnext_early_modules(backbone: nn.Module, n_blocks: int) -> list[nn.Module
 
 
 class ConvNeXtViT(nn.Module):
-    """ConvNeXt feature map -> Transformer encoder over its tokens -> bounded age (+ gender)."""
+    """ConvNeXt feature map -> Transformer encoder over its tokens -> bounded age (+ gender).
+
+    The CNN part is only reached through :meth:`feature_map` and :meth:`early_modules`; a hybrid on another
+    timm CNN (``agekit.models.lite_hybrid``: EfficientNet-Lite) overrides those two and keeps the rest.
+    """
 
     def __init__(
         self,
@@ -109,9 +114,13 @@ class ConvNeXtViT(nn.Module):
         """timm's convention: decaying the position embedding towards 0 only erases position information."""
         return {"pos_embed"}
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Image -> the CNN's final feature map (B, C, h, w), normalised as the CNN's own head would see it."""
+        return self.backbone.head.norm(self.backbone.forward_features(x))  # ConvNeXt's own final LayerNorm
+
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Image -> position-embedded tokens (B, N, D) before the encoder."""
-        f = self.backbone.head.norm(self.backbone.forward_features(x))  # ConvNeXt's own final LayerNorm
+        f = self.feature_map(x)
         if self.connector_kind == "direct49":
             t = self.connector(f.flatten(2).transpose(1, 2))
         else:
@@ -175,12 +184,13 @@ def _age_cfg(size: str) -> AgeModelCfg:
     )
 
 
-def _build_vit(cfg: AgeModelCfg) -> Callable[..., ConvNeXtViT]:
+def build_hybrid(cfg: AgeModelCfg, cls: type[ConvNeXtViT] = ConvNeXtViT) -> Callable[..., ConvNeXtViT]:
+    """The factory of a registered hybrid: ``cls`` on ``cfg.backbone`` at ``cfg``'s input size and age range."""
     def fn(**kwargs: Any) -> ConvNeXtViT:
         kwargs = strip_timm_kwargs(kwargs)
         kwargs.setdefault("age_range", cfg.age_range)
         kwargs.setdefault("img_size", cfg.input_size[-1])
-        return ConvNeXtViT(cfg.backbone, **kwargs)
+        return cls(cfg.backbone, **kwargs)
     return fn
 
 
@@ -192,7 +202,7 @@ def _build_age(cfg: AgeModelCfg) -> Callable[..., ConvNeXtAge]:
     return fn
 
 
-register_sizes(_vit_cfg, _build_vit, globals())
+register_sizes(_vit_cfg, build_hybrid, globals())
 register_sizes(_age_cfg, _build_age, globals())
 
 # CPU budget variants of ConvNeXt-atto (no hub weights offline, so they train from scratch here):
@@ -208,5 +218,5 @@ def _at_px(make_cfg: Callable[[str], AgeModelCfg], px: int, what: str) -> Callab
 
 
 for _px in (96, 128):
-    register_sizes(_at_px(_vit_cfg, _px, "ConvNeXt-atto hybrid"), _build_vit, globals(), sizes=("atto",))
+    register_sizes(_at_px(_vit_cfg, _px, "ConvNeXt-atto hybrid"), build_hybrid, globals(), sizes=("atto",))
     register_sizes(_at_px(_age_cfg, _px, "ConvNeXt-atto + 256-d head"), _build_age, globals(), sizes=("atto",))

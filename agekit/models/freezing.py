@@ -7,7 +7,13 @@ Regimes (``finetune.regime``), each for ``warmup`` epochs (``finetune.head_epoch
 * **F0**: the backbone is frozen throughout; only what sits outside it (attention, head) trains.
 * **F1**: F0 for the warmup, then the last downsampling + stage 4 (+ the final LayerNorm that
   normalises stage 4's output, which sits in timm's ``head.norm``) train too, at the head's lr
-  (ConvNeXt backbones).
+  (ConvNeXt backbones). EfficientNet backbones: the last two block stages (the stride-32 part) +
+  ``conv_head`` and its BatchNorm ``bn2``.
+
+Under F0/F1/F2 a frozen part is fixed, BatchNorm included: its BatchNorm layers keep their affine weights and
+run on their ImageNet statistics (eval mode) until they are unfrozen, so a frozen backbone gives the same
+features every epoch. ``two_stage`` (the MobileAgeNet recipe) keeps Lightning's default there: BatchNorm
+layers of the frozen backbone still train.
 
 In every regime the ``early`` modules (stem + first N blocks, ``finetune.freeze_early_blocks``) stay
 frozen and in eval mode for the whole run, and they are left out of the optimizer.
@@ -25,6 +31,7 @@ from typing import Any, Iterator, Sequence
 
 from lightning.pytorch.callbacks import BaseFinetuning
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ["REGIMES", "Finetuning", "apply_regime", "late_backbone_modules", "no_decay_ids", "param_groups"]
 
@@ -37,10 +44,18 @@ def _check(regime: str) -> None:
 
 
 def late_backbone_modules(backbone: nn.Module) -> list[nn.Module]:
-    """F1's set: the last stage (in timm's ConvNeXt it begins with the last downsampling) + final norm."""
+    """F1's set: the last stage (in timm's ConvNeXt it begins with the last downsampling) + final norm.
+
+    timm EfficientNet(-Lite): the last two block stages (the stride-32 stages; ``blocks[-2]`` holds the last
+    downsampling) + ``conv_head`` + ``bn2``, the counterpart of ConvNeXt's stage 4 + final norm.
+    """
     stages = getattr(backbone, "stages", None)
+    blocks = getattr(backbone, "blocks", None)
+    if stages is None and blocks is not None and hasattr(backbone, "bn2"):  # timm's EfficientNet class
+        return [*list(blocks)[-2:], backbone.conv_head, backbone.bn2]
     if stages is None:
-        raise TypeError(f"freezing regime F1 expects a timm ConvNeXt backbone, got {type(backbone).__name__}")
+        raise TypeError(f"freezing regime F1 expects a timm ConvNeXt or EfficientNet backbone, "
+                        f"got {type(backbone).__name__}")
     mods: list[nn.Module] = [stages[-1]]
     for norm in (getattr(backbone, "norm_pre", None), getattr(getattr(backbone, "head", None), "norm", None)):
         if norm is not None and any(True for _ in norm.parameters()):
@@ -56,16 +71,29 @@ def apply_regime(model: nn.Module, regime: str, unfrozen: bool, early: Sequence[
     """
     _check(regime)
     BaseFinetuning.make_trainable(model)
-    BaseFinetuning.freeze(model.backbone, train_bn=True)
+    BaseFinetuning.freeze(model.backbone, train_bn=regime == "two_stage")
     if unfrozen and regime == "F1":
         BaseFinetuning.make_trainable(late_backbone_modules(model.backbone))
     elif unfrozen and regime in ("F2", "two_stage"):
         BaseFinetuning.make_trainable(model.backbone)
     for mod in early:
         mod.requires_grad_(False)
+    if regime != "two_stage":
+        _fix_frozen_batchnorm(model.backbone, model.training)
     params = list(model.parameters())
     n_train = sum(p.requires_grad for p in params)
     return {"trainable": n_train, "frozen": len(params) - n_train}
+
+
+def _fix_frozen_batchnorm(backbone: nn.Module, training: bool) -> None:
+    """Frozen BatchNorm layers in eval mode (their running statistics, not the batch's), trainable ones
+    following the model. Lightning keeps these modes through the epoch (validation restores them), and the
+    callback sets them again at every epoch start."""
+    for mod in backbone.modules():
+        if isinstance(mod, _BatchNorm):
+            params = list(mod.parameters(recurse=False))
+            trainable = any(p.requires_grad for p in params) if params else mod.track_running_stats
+            mod.train(training and trainable)
 
 
 @contextmanager

