@@ -89,9 +89,16 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", default=[f"runs/mivolo_lite0x2_aaf_peta_s{s}" for s in range(3)])
     ap.add_argument("--out", default="docs/results/mivolo_body")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--variants", action="store_true",
+                    help="one row per run (different models, one seed each) instead of mean ± std over seeds")
+    ap.add_argument("--reuse", type=Path, default=None, help="a JSON this script wrote: runs scored there are not scored again")
     args = ap.parse_args()
+    done = {r["run"]: r for r in json.loads(args.reuse.read_text())["seeds"]} if args.reuse and args.reuse.is_file() else {}
     rows = []
     for run in map(Path, args.runs):
+        if str(run) in done:
+            rows.append(done[str(run)])
+            continue
         model = run / "model.safetensors"
         if not model.is_file():
             print(f"skipping {run}: no model.safetensors (training not finished)")
@@ -101,6 +108,8 @@ def main() -> None:
         rows.append({"run": str(run), "model": str(model), "best_val_mae": val_mae, "scores": score(model, args.threads)})
     if not rows:
         raise SystemExit("no finished runs")
+    if args.variants:
+        return write_variants(rows, Path(args.out))
     chosen = min(rows, key=lambda r: r["best_val_mae"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +153,35 @@ def main() -> None:
     lines += ["", f"Command: `{doc['command']}` (JSON: [{out.with_suffix('.json').name}]({out.with_suffix('.json').name}))."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out.with_suffix('.md')} and .json; selected {chosen['run']}")
+
+
+def write_variants(rows: list[dict], out: Path) -> None:
+    """One row per model variant (issue 9: "report all variants side by side")."""
+    from agekit.models.weights import read_metadata
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for r in rows:
+        md = read_metadata(r["model"])
+        r["model_name"], r["epochs"] = md.get("model_name"), md.get("train_config", {}).get("trainer", {}).get("max_epochs")
+        r["params_m"] = sum(t.numel() for t in __import__("safetensors.torch", fromlist=["load_file"]).load_file(r["model"]).values()) / 1e6
+    out.with_suffix(".json").write_text(json.dumps({"variants": rows, "command": "python scripts/mivolo_table.py --variants "
+                                                    "--runs " + " ".join(r["run"] for r in rows)}, indent=2))
+
+    def mae(r: dict, cell: str) -> str:
+        m = r["scores"][cell]["mae"]
+        return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]" if m else "-"
+
+    lines = ["# MiVOLO variants side by side (one seed each, same data and recipe)", "",
+             "| model | params (M) | epochs | val MAE (training) | AAF test face+body | AAF face only | AAF body only | "
+             "PETA test group acc. (majority) | UTKFace test face only |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        g = r["scores"]["peta_test_body"]["groups"]
+        lines.append(f"| `{r['model_name']}` | {r['params_m']:.1f} | {r['epochs']} | {r['best_val_mae']:.2f} | "
+                     f"{mae(r, 'aaf_test_face+body')} | {mae(r, 'aaf_test_face')} | {mae(r, 'aaf_test_body')} | "
+                     f"{100 * g['accuracy']['value']:.1f}% ({100 * g['majority']['rate']:.1f}%) | {mae(r, 'utkface_test_face')} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
