@@ -200,8 +200,8 @@ def photos(work: Path) -> list[tuple[str, Path]]:
 def bench_pipeline(model_path: Path, onnx_path: Path, threads: int, runs: int, warmup: int, work: Path) -> list[dict]:
     """Whole photo: decode -> detect -> align -> estimate (flip TTA), with agekit.Predictor: the default
     (what `agekit predict photo.jpg` runs: no backend named, so the cached, parity-checked ONNX export),
-    ONNX Runtime on the exported file (also in person mode: + person detection, pairing, body crops), and
-    PyTorch (`--backend torch`)."""
+    ONNX Runtime on the exported file (also in person mode: + person detection, pairing, body crops), person
+    mode's default (the bundled face+body model), and PyTorch (`--backend torch`)."""
     try:
         from agekit import Predictor
     except (ImportError, AttributeError) as e:
@@ -209,14 +209,15 @@ def bench_pipeline(model_path: Path, onnx_path: Path, threads: int, runs: int, w
         return []
     rows = []
     for label_backend, path, backend, persons in (("default", model_path, None, False), ("onnx", onnx_path, "onnx", False),
-                                                  ("onnx", onnx_path, "onnx", True), ("torch", model_path, "torch", False)):
+                                                  ("onnx", onnx_path, "onnx", True), ("default", None, None, True),
+                                                  ("torch", model_path, "torch", False)):
         try:
             pred = Predictor(path, backend=backend, threads=threads, cache_dir=work / "user_cache", persons=persons)
         except Exception as e:  # noqa: BLE001 - report and go on with the other benchmarks
             print(f"[pipeline] {label_backend}: cannot build Predictor ({type(e).__name__}: {e})")
             continue
-        if backend is None:
-            label_backend = f"default ({pred.backend_name})"
+        if backend is None:  # person mode with no model named: the bundled face+body model, when shipped
+            label_backend = f"default ({pred.backend_name})" + (f", {pred.cfg.name}" if path is None else "")
         import torch
 
         # as `agekit predict` does: with a non-torch backend torch only normalises crops, and its idle OpenMP

@@ -310,3 +310,25 @@ def test_cli_persons(two_people_photo, tmp_path, bundled_model_file):
     r = CliRunner().invoke(app, ["predict", str(two_people_photo), "--crops", "bodies"])
     assert r.exit_code == 2 and "--crops 'bodies': use 'face' or 'person'" in r.output
     assert len([line for line in r.output.splitlines() if line.strip()]) == 1
+
+
+def test_person_mode_defaults_to_the_shipped_face_body_model(two_people_photo):
+    """Person mode without --model runs the bundled MiVOLO face+body model (in ONNX Runtime, parity-checked on
+    first use): people with a face get face+body, a person crop alone (--crops person) still gets an age, and
+    the interval is the calibration record's own for each input combination (wider from the body alone)."""
+    from agekit import Predictor
+    from agekit.runtime import bundled_person_model_path
+
+    assert bundled_person_model_path().is_file()
+    pred = Predictor(persons=True, threads=1)
+    assert pred.cfg.name == "mivolo_lite0x2_128" and pred.backend_name == "onnx"
+    (res,) = pred.predict(two_people_photo)
+    assert [p.inputs for p in res.persons] == ["face+body", "face+body"]
+    for p in res.persons:
+        assert 15 < p.age < 60 and p.age_low < p.age < p.age_high and p.gender in ("female", "male")
+    (crop,) = Predictor(crops="person", threads=1).predict(example_photo_path())
+    (body,) = crop.persons
+    assert body.inputs == "body" and body.note is None and body.age_low < body.age < body.age_high
+    by_inputs = pred.runner.calibration["by_inputs"]
+    assert by_inputs["body"]["q"] > 0 and by_inputs["face+body"]["q"] > 0
+    assert body.age_high - body.age_low > min(p.age_high - p.age_low for p in res.persons)
