@@ -159,8 +159,14 @@ def write_variants(rows: list[dict], out: Path) -> None:
     """One row per model variant (issue 9: "report all variants side by side")."""
     from agekit.models.weights import read_metadata
 
+    import pandas as pd
+
     out.parent.mkdir(parents=True, exist_ok=True)
     for r in rows:
+        logs = sorted(Path(r["run"]).glob("logs/version_*/metrics.csv"))
+        if logs:  # validation MAE after each epoch: the like-for-like comparison when budgets differ
+            m = pd.read_csv(logs[-1])
+            r["val_mae_by_epoch"] = [round(float(v), 2) for v in m.dropna(subset=["val/mae"])["val/mae"]]
         md = read_metadata(r["model"])
         r["model_name"], r["epochs"] = md.get("model_name"), md.get("train_config", {}).get("trainer", {}).get("max_epochs")
         r["params_m"] = sum(t.numel() for t in __import__("safetensors.torch", fromlist=["load_file"]).load_file(r["model"]).values()) / 1e6
@@ -172,12 +178,16 @@ def write_variants(rows: list[dict], out: Path) -> None:
         return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]" if m else "-"
 
     lines = ["# MiVOLO variants side by side (one seed each, same data and recipe)", "",
-             "| model | params (M) | epochs | val MAE (training) | AAF test face+body | AAF face only | AAF body only | "
+             "Validation MAE after each epoch (AAF val face+body rows and PETA val's distance to the group range) is "
+             "the like-for-like comparison; the test columns score each run's best checkpoint, whose epoch budget "
+             "differs (column `epochs`).", "",
+             "| model | params (M) | epochs | val MAE by epoch | AAF test face+body | AAF face only | AAF body only | "
              "PETA test group acc. (majority) | UTKFace test face only |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         g = r["scores"]["peta_test_body"]["groups"]
-        lines.append(f"| `{r['model_name']}` | {r['params_m']:.1f} | {r['epochs']} | {r['best_val_mae']:.2f} | "
+        by_epoch = ", ".join(f"{v:.2f}" for v in r.get("val_mae_by_epoch", [])) or f"{r['best_val_mae']:.2f}"
+        lines.append(f"| `{r['model_name']}` | {r['params_m']:.1f} | {r['epochs']} | {by_epoch} | "
                      f"{mae(r, 'aaf_test_face+body')} | {mae(r, 'aaf_test_face')} | {mae(r, 'aaf_test_body')} | "
                      f"{100 * g['accuracy']['value']:.1f}% ({100 * g['majority']['rate']:.1f}%) | {mae(r, 'utkface_test_face')} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
