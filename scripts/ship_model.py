@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("src", type=Path)
     ap.add_argument("dst", type=Path)
     ap.add_argument("--fp16", action="store_true", help="store floating tensors as float16")
+    ap.add_argument("--selection", default=None, help="how this file was chosen (recorded in its metadata)")
     args = ap.parse_args()
     sd = load_file(str(args.src))
     meta = read_metadata(args.src)
@@ -37,6 +38,8 @@ def main() -> None:
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
     meta["storage"] = {"dtype": "float16" if args.fp16 else "as trained",
                        "source_file": str(args.src), "source_sha256": hashlib.sha256(args.src.read_bytes()).hexdigest()}
+    if args.selection:
+        meta["selection"] = args.selection
     args.dst.parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(args.dst), metadata={k: json.dumps(v) for k, v in meta.items()})
     a, b = load_runner(args.src, "torch"), load_runner(args.dst, "torch")
