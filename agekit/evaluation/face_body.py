@@ -22,7 +22,7 @@ from ..data.manifest import has_intervals, interval_rows
 from ..data.transforms import normalize
 from ..models.registry import AgeModelCfg
 from ..runtime import Runner, load_runner
-from ..runtime.runner import reported_gender
+from ..runtime.runner import age_interval, model_age_range, reported_gender
 from .evaluate import EvalResult, _group_rows, add_group_columns, load_eval_table, summarize
 from .metrics import group_set
 
@@ -79,6 +79,12 @@ def evaluate_face_body(model: str | Path | Runner, data: str | Path = "aaf", spl
     if len(index) == 0:
         raise ValueError(f"split {split!r} has no rows with a {inputs} input that could be read")
     outs, labels, seconds = _predict(runner, crops, index, use_face, use_body, batch_size, tta_flip)
+    if runner.calibration and "age_low" in outs:  # each row's interval for the inputs it had, as predict gives it
+        for lab in np.unique(labels):
+            rows = labels == lab
+            lo_hi = age_interval({k: outs[k][rows] for k in ("age", "age_std") if k in outs}, runner.calibration,
+                                 model_age_range(runner.cfg, runner.meta), inputs=str(lab))
+            outs["age_low"][rows], outs["age_high"][rows] = lo_hi
     sub = df.iloc[index]
     prob = outs.get("p_female", np.full(len(index), np.nan))
     pred_gender, gender_prob = reported_gender(prob)
