@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,35 +64,24 @@ class FaceCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def inputs(self, i: int) -> Any:
+        return torch.from_numpy(np.array(self.crops[self.index[i]])).permute(2, 0, 1)
+
     def __getitem__(self, i: int):
-        img = torch.from_numpy(np.array(self.crops[self.index[i]])).permute(2, 0, 1)
+        x = self.inputs(i)
         if self.bounds is not None:
-            return img, self.ages[i], self.genders[i], self.weights[i], self.bounds[0][i], self.bounds[1][i]
-        return img, self.ages[i], self.genders[i], self.weights[i]
+            return x, self.ages[i], self.genders[i], self.weights[i], self.bounds[0][i], self.bounds[1][i]
+        return x, self.ages[i], self.genders[i], self.weights[i]
 
 
-class FaceBodyDataset(Dataset):
+class FaceBodyDataset(FaceCropDataset):
     """Items: ((face uint8 3xHxW, body uint8 3xHxW, face_mask, body_mask), age, gender (-1 unknown), weight).
 
     The inputs are one tuple, so the face task's loss and metrics (which read items 1-3) apply unchanged;
     a missing crop is a black image with mask 0 (:meth:`agekit.data.cache.FaceBodyCrops.batch`).
     """
 
-    def __init__(self, crops, index: np.ndarray, ages: np.ndarray, genders: np.ndarray,
-                 weights: np.ndarray | None = None, bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        self.crops, self.index = crops, index
-        self.ages = ages.astype(np.float32)
-        self.genders = genders.astype(np.int64)
-        self.weights = np.ones(len(index), np.float32) if weights is None else weights.astype(np.float32)
-        self.bounds = None if bounds is None else (bounds[0].astype(np.float32), bounds[1].astype(np.float32))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int):
+    def inputs(self, i: int) -> Any:
         face, body, fm, bm = self.crops.batch(self.index[i:i + 1])
-        inputs = (torch.from_numpy(face[0]).permute(2, 0, 1), torch.from_numpy(body[0]).permute(2, 0, 1),
-                  torch.tensor(fm[0]), torch.tensor(bm[0]))
-        if self.bounds is not None:  # age groups, as FaceCropDataset adds them
-            return inputs, self.ages[i], self.genders[i], self.weights[i], self.bounds[0][i], self.bounds[1][i]
-        return inputs, self.ages[i], self.genders[i], self.weights[i]
+        return (torch.from_numpy(face[0]).permute(2, 0, 1), torch.from_numpy(body[0]).permute(2, 0, 1),
+                torch.tensor(fm[0]), torch.tensor(bm[0]))

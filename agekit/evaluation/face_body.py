@@ -150,14 +150,9 @@ def face_body_parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: 
     (a dataset name or manifest; ``None``: AAF when its folder is here, else random inputs). A third of the
     rows are fed with their face masked out and a third with their body masked out, so the exported graph is
     compared on all three input cases."""
-    from ..config.roots import dataset_root
+    from .parity import default_check_data
 
-    fallback = ""
-    if check_data is None:
-        r = dataset_root("aaf", root)
-        check_data = "aaf" if r and Path(r).is_dir() else "random"
-        fallback = " (AAF not found; pass --check-data for real crops)" if check_data == "random" else ""
-    check_data = str(check_data)
+    check_data, fallback = default_check_data(check_data, "aaf", root)
     rng = np.random.default_rng(seed)
     if check_data == "random":
         size = cfg.input_size[-1]

@@ -22,13 +22,26 @@ from ..data.transforms import crops_to_batch, normalize
 from ..models.registry import AgeModelCfg
 from ..runtime.parity import OUTPUT_COMPARISONS, ParityReport, check_parity, compare_outputs
 
-__all__ = ["ParityReport", "parity_inputs", "check_parity", "compare_outputs", "OUTPUT_COMPARISONS", "IMAGE_SUFFIXES"]
+__all__ = ["ParityReport", "default_check_data", "parity_inputs", "check_parity", "compare_outputs", "OUTPUT_COMPARISONS", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def _random(cfg: AgeModelCfg, n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, *cfg.input_size)).astype(np.float32)
+
+
+def default_check_data(check_data: str | Path | None, dataset: str, root: str | Path | None) -> tuple[str, str]:
+    """(check data, note): ``check_data`` as given, else ``dataset`` when its folder is here, else ``"random"``
+    with a note saying how to get real crops."""
+    from ..config.roots import DATASET_FOLDERS, dataset_root
+
+    if check_data is not None:
+        return str(check_data), ""
+    r = dataset_root(dataset, root)
+    if r and Path(r).is_dir():
+        return dataset, ""
+    return "random", f" ({DATASET_FOLDERS.get(dataset, dataset)} not found; pass --check-data for real crops)"
 
 
 def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, root: str | Path | None = None,
@@ -40,15 +53,9 @@ def parity_inputs(check_data: str | Path | None, cfg: AgeModelCfg, n: int = 64, 
     are sampled (seeded) and cropped through the crop cache; a folder of face crops or one image.
     ``None`` means UTKFace when its folder exists, else random inputs.
     """
-    from ..config.roots import dataset_root
     from .evaluate import load_eval_table
 
-    fallback = ""
-    if check_data is None:
-        r = dataset_root("utkface", root)
-        check_data = "utkface" if r and Path(r).is_dir() else "random"
-        fallback = " (UTKFace not found; pass --check-data for real crops)" if check_data == "random" else ""
-    check_data = str(check_data)
+    check_data, fallback = default_check_data(check_data, "utkface", root)
     if check_data == "random":
         return _random(cfg, n, seed), f"{n} random normal inputs{fallback}"
     p = Path(check_data)

