@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "evaluation": {"data", "models", "runtime", "config"},
     "tasks": {"data", "models", "evaluation", "runtime", "config"},
     "training": {"tasks", "data", "models", "config"},
-    "experiments": {"training", "tasks", "models", "config", "data", "evaluation"},
+    "experiments": {"training", "tasks", "models", "config", "data", "evaluation", "runtime"},
     "inference": {"data", "models", "runtime", "config"},
     "serving": {"inference", "data", "models", "runtime", "config"},
 }

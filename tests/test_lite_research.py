@@ -307,6 +307,23 @@ def test_attention_grid_cell_trains_end_to_end(tmp_path):
     assert r.exit_code == 0, r.output
     index = json.loads((tmp_path / "maps" / "maps.json").read_text())
     assert [(m["block"], m["grid"]) for m in index] == [("attn.p2", "16x16"), ("attn.p3", "8x8")]
+    # the sheet: right and wrong cases of a labelled split, ages from the evaluation's own path
+    from agekit.data.datasets import resolve_manifest
+    from agekit.data.manifest import write_manifest
+
+    manifest = write_manifest(resolve_manifest("utkface", str(tmp_path / "utk"), None, None).assign(split="val"),
+                              tmp_path / "faces.csv")
+    r = CliRunner().invoke(app, ["attention-maps", str(run_dir / "model.safetensors"), "--data", str(manifest),
+                                 "--split", "val", "--cases", "2",
+                                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "sheet")])
+    assert r.exit_code == 0, r.output
+    sheet = json.loads((tmp_path / "sheet" / "sheet.json").read_text())
+    errs = [abs(c["error"]) for c in sheet["cases"]]
+    assert [c["case"] for c in sheet["cases"]] == ["right", "right", "wrong", "wrong"]
+    assert max(errs[:2]) <= min(errs[2:]) and sheet["blocks"] == ["attn.p2", "attn.p3"]
+    assert set(sheet["gates"]) == {"attn.p2.gate", "attn.p3.gate"} and (tmp_path / "sheet" / "sheet.png").stat().st_size
+    bad = CliRunner().invoke(app, ["attention-maps", str(run_dir / "model.safetensors")])
+    assert bad.exit_code != 0 and "IMAGES or --data" in bad.output
 
 
 def test_hybrid_grid_cell_trains_end_to_end(tmp_path):

@@ -146,10 +146,16 @@ def test_shipped_grids_expand_to_valid_configs(grid):
     from agekit.models import get_model_cfg
 
     g = load_grid(grid)
-    assert {"full", "cpu"} <= set(g.presets) <= {"full", "gpu", "cpu"} and len(g.cells) >= 2
-    for preset in g.presets:  # gpu: a short GPU run (the lite_* grids)
+    assert {"full", "cpu"} <= set(g.presets) <= {"full", "gpu", "cpu", "cpu_full"} and len(g.cells) >= 2
+    for preset in g.presets:  # gpu: a short GPU run (the lite_* grids); cpu_full: all of Fashion-MNIST on CPU
         runs = expand_grid(g, preset, [0, 1, 2], "/tmp/unused")
         assert len(runs) == 3 * len(g.cells)
+        # seed-major: a grid cut short still leaves every cell's first seed
+        assert [r.seed for r in runs] == sorted(r.seed for r in runs)
+        assert [r.cell for r in runs[:len(g.cells)]] == [c.name for c in g.cells]
+        if preset == "cpu_full":  # from scratch (offline), every training image, the whole test split
+            assert all(not r.config.model.pretrained and r.config.data.dataset == "fashion_mnist"
+                       and r.config.data.limit_train is None and r.config.data.limit_test is None for r in runs)
         for run in runs:
             c = run.config
             assert c.trainer.test and c.trainer.progress == "none"  # grids report test metrics

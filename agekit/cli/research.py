@@ -177,19 +177,37 @@ def report_cmd(folder: Path = typer.Argument(..., help="a grid's output folder (
 
 def attention_maps_cmd(
     checkpoint: Path = typer.Argument(..., help="model.safetensors from `agekit train`, or a Lightning .ckpt"),
-    images: List[Path] = typer.Argument(..., help="image files or folders (face crops for age models)"),
+    images: Optional[List[Path]] = typer.Argument(None, help="image files or folders (face crops for age models)"),
     out: Path = typer.Option(Path("runs/attention_maps"), "--out", "-o", help="output folder"),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="heatmap weight in the overlay"),
+    data: Optional[str] = typer.Option(None, "--data", help="instead of IMAGES: a labelled dataset (utkface, aaf, "
+                                       "a manifest); draws its best- and worst-predicted faces side by side"),
+    split: str = typer.Option("val", "--split", help="with --data: the split to draw from"),
+    cases: int = typer.Option(4, "--cases", min=1, help="with --data: how many best and how many worst faces"),
+    limit: Optional[int] = typer.Option(500, "--limit", min=1, help="with --data: score a seeded subset of the split"),
+    root: Optional[str] = typer.Option(None, "--root", help="with --data: the dataset folder [default: "
+                                       "AGEKIT_<NAME>_ROOT, $AGEKIT_DATA_ROOT/<Name> or ../shared/data]"),
+    cache_dir: Path = typer.Option(Path("cache"), "--cache-dir", help="with --data: the crop cache"),
 ) -> None:
-    """Per MHSA block: attention averaged over heads, the mean each token receives, as heatmap + overlay PNGs."""
-    from ..experiments.attention_maps import attention_maps_for_images
+    """Per MHSA block: attention averaged over heads, the mean each token receives, as heatmap + overlay PNGs;
+    with --data, one sheet of right and wrong predictions."""
+    from ..experiments.attention_maps import attention_maps_for_images, attention_sheet
     from ..models.weights import WeightsError
     from .main import console, fail
 
     if not checkpoint.is_file():
         fail(f"checkpoint not found: {checkpoint}")
+    if bool(images) == (data is not None):
+        fail("give IMAGES or --data (a labelled dataset to draw right and wrong cases from), not both or neither")
     try:
-        written = attention_maps_for_images(checkpoint, images, out, alpha)
+        if data is not None:
+            info = attention_sheet(checkpoint, data, split, cases, limit, out, cache_dir=cache_dir, alpha=alpha,
+                                   root=root)
+            console.print(f"wrote {info['image']}: {cases} best and {cases} worst of {info['n_scored']} "
+                          f"{info['data']}/{split} faces (MAE {info['mae_scored']:.2f}), blocks "
+                          f"{', '.join(info['blocks'])}", highlight=False)
+            return
+        written = attention_maps_for_images(checkpoint, images or [], out, alpha)
     except (FileNotFoundError, ValueError, WeightsError) as e:
         fail(str(e))
     blocks = sorted({w["block"] for w in written})

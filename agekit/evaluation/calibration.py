@@ -144,17 +144,18 @@ def _calibrate_face_body(runner: Runner, data: str | Path, split: str, root: str
     each on the rows of ``split`` that have it (``agekit eval --inputs``' path), so the interval widens by what
     the missing input actually costs (:func:`agekit.runtime.runner.age_interval` reads ``by_inputs``). Rows with
     age groups only (PETA) cannot give a conformal score and are left out."""
-    from .face_body import evaluate_face_body
+    from .face_body import FaceBodySplit
 
+    fb = FaceBodySplit.load(data, runner.cfg.input_size[-1], root, cache_dir, crop)  # table + crops once
     records: dict[str, dict[str, Any]] = {}
     for inputs in ("face+body", "face", "body"):
         try:
-            res = evaluate_face_body(runner, data, split, root, inputs=inputs, batch_size=batch_size,
-                                     tta_flip=tta_flip, cache_dir=cache_dir, crop=crop, limit=limit, seed=seed,
-                                     n_boot=20)
-        except ValueError:
+            index, _, _ = fb.rows(split, inputs, limit, seed)
+        except ValueError as e:
+            if "not in the data" in str(e):
+                raise
             continue  # no rows with this input combination here
-        pred = res.predictions
+        pred, _, _ = fb.predictions(runner, index, inputs, batch_size, tta_flip)
         pred = pred[(pred["inputs"] == inputs) & pred["age"].notna()]
         if len(pred) == 0:
             continue

@@ -8,6 +8,7 @@ without a face are not scored) or ``body`` (faces masked out). The metrics are t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ..runtime.runner import age_interval, model_age_range, reported_gender
 from .evaluate import EvalResult, _group_rows, add_group_columns, load_eval_table, summarize
 from .metrics import group_set
 
-__all__ = ["INPUT_CHOICES", "face_body_inputs", "evaluate_face_body", "face_body_parity_inputs"]
+__all__ = ["INPUT_CHOICES", "FaceBodySplit", "face_body_inputs", "evaluate_face_body", "face_body_parity_inputs"]
 
 INPUT_CHOICES = {"face+body": (True, True), "face": (True, False), "body": (False, True)}
 INPUT_GROUPS = ["face+body", "face", "body"]
@@ -49,71 +50,104 @@ def _inputs_label(fm: np.ndarray, bm: np.ndarray) -> np.ndarray:
     return np.where((fm > 0) & (bm > 0), "face+body", np.where(fm > 0, "face", "body")).astype(object)
 
 
+@dataclass
+class FaceBodySplit:
+    """A labelled table and its face+body crop cache at one input size: loaded once, scored for any inputs."""
+
+    df: pd.DataFrame
+    data_name: str
+    crops: FaceBodyCrops
+    spec: CropSpec
+    data: str
+
+    @classmethod
+    def load(cls, data: str | Path, size: int, root: str | Path | None = None, cache_dir: str | Path = "cache",
+             crop: str = "auto") -> "FaceBodySplit":
+        df, data_name = load_eval_table(data, root)
+        spec = CropSpec(crop)  # type: ignore[arg-type]
+        return cls(df, data_name, build_face_body_cache(df, size, cache_dir, spec), spec, str(data))
+
+    def rows(self, split: str, inputs: str, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
+                                                                                               np.ndarray]:
+        """(index of the rows to score, in-split mask, shown mask): rows of ``split`` with a crop ``inputs`` can show."""
+        if inputs not in INPUT_CHOICES:
+            raise ValueError(f"inputs must be one of {', '.join(INPUT_CHOICES)}, got {inputs!r}")
+        splits = sorted(self.df["split"].dropna().unique())
+        if split not in splits:
+            raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
+        use_face, use_body = INPUT_CHOICES[inputs]
+        in_split = (self.df["split"] == split).to_numpy()
+        shown = ((self.crops.face_pos >= 0) & use_face) | ((self.crops.body_pos >= 0) & use_body)
+        index = np.flatnonzero(in_split & shown)
+        if limit is not None and limit < len(index):
+            index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+        if len(index) == 0:
+            raise ValueError(f"split {split!r} has no rows with a {inputs} input that could be read")
+        return index, in_split, shown
+
+    def predictions(self, runner: Runner, index: np.ndarray, inputs: str, batch_size: int = 64,
+                    tta_flip: bool = True) -> tuple[pd.DataFrame, np.ndarray | None, float]:
+        """(per-row predictions as ``agekit predict`` gives them, the data's age groups or None, seconds)."""
+        use_face, use_body = INPUT_CHOICES[inputs]
+        outs, labels, seconds = _predict(runner, self.crops, index, use_face, use_body, batch_size, tta_flip)
+        if runner.calibration and "age_low" in outs:  # each row's interval for the inputs it had, as predict gives it
+            for lab in np.unique(labels):
+                rows = labels == lab
+                lo_hi = age_interval({k: outs[k][rows] for k in ("age", "age_std") if k in outs},
+                                     runner.calibration, model_age_range(runner.cfg, runner.meta), inputs=str(lab))
+                outs["age_low"][rows], outs["age_high"][rows] = lo_hi
+        sub = self.df.iloc[index]
+        prob = outs.get("p_female", np.full(len(index), np.nan))
+        pred_gender, gender_prob = reported_gender(prob)
+        pred = pd.DataFrame({
+            "path": sub["path"].to_numpy(), "age": sub["age"].to_numpy(dtype=np.float64), "pred": outs["age"],
+            "gender": sub["gender"].to_numpy(), "p_female": prob, "pred_gender": pred_gender,
+            "gender_prob": gender_prob, "race": sub["race"].to_numpy(), "inputs": labels,
+            "source": sub["source"].to_numpy() if "source" in sub.columns else self.data_name,
+        })
+        for key in ("age_std", "age_low", "age_high"):
+            if key in outs:
+                pred[key] = outs[key]
+        groups = None
+        if has_intervals(sub):  # age groups (PETA): scored as the face evaluation scores them
+            pred["age_lo"] = sub["age_lo"].to_numpy(dtype=np.float64)
+            pred["age_hi"] = sub["age_hi"].to_numpy(dtype=np.float64)
+            g = self.df[interval_rows(self.df).to_numpy()]
+            groups = group_set(g["age_lo"].to_numpy(), g["age_hi"].to_numpy())
+            pred = add_group_columns(pred, groups)
+        pred["gender"] = pred["gender"].astype("Int64")
+        return pred, groups, seconds
+
+
 def evaluate_face_body(model: str | Path | Runner, data: str | Path = "aaf", split: str = "test",
                        root: str | Path | None = None, inputs: str = "face+body", cs_k: float = 5,
                        batch_size: int = 64, tta_flip: bool = True, backend: str | None = None,
                        threads: int | None = None, cache_dir: str | Path = "cache", n_boot: int = 1000, seed: int = 0,
                        limit: int | None = None, work_dir: str | Path | None = None, crop: str = "auto",
-                       degrade: str | None = None, **_: Any) -> EvalResult:
+                       degrade: str | None = None, loaded: FaceBodySplit | None = None, **_: Any) -> EvalResult:
     """Run a face+body ``model`` on ``split`` of ``data`` showing it ``inputs`` and score it (see the module
-    docstring); same report structure as :func:`agekit.evaluation.evaluate.evaluate`, plus ``by_inputs``."""
+    docstring); same report structure as :func:`agekit.evaluation.evaluate.evaluate`, plus ``by_inputs``.
+    ``loaded``: the table and crops already loaded (:meth:`FaceBodySplit.load`), for several scorings of one split."""
     if inputs not in INPUT_CHOICES:
         raise ValueError(f"inputs must be one of {', '.join(INPUT_CHOICES)}, got {inputs!r}")
     if degrade is not None:
         raise ValueError("--degrade is implemented for face models only")
-    use_face, use_body = INPUT_CHOICES[inputs]
     runner = model if isinstance(model, Runner) else load_runner(model, backend, threads=threads, cache_dir=work_dir)
     if not runner.takes_pairs:
         raise ValueError(f"{runner.cfg.name} is a face model; score it with the face evaluation")
-    df, data_name = load_eval_table(data, root)
-    splits = sorted(df["split"].dropna().unique())
-    if split not in splits:
-        raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
-    spec = CropSpec(crop)  # type: ignore[arg-type]
-    crops = build_face_body_cache(df, runner.cfg.input_size[-1], cache_dir, spec)
-    in_split = (df["split"] == split).to_numpy()
-    shown = ((crops.face_pos >= 0) & use_face) | ((crops.body_pos >= 0) & use_body)
-    index = np.flatnonzero(in_split & shown)
-    if limit is not None and limit < len(index):
-        index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
-    if len(index) == 0:
-        raise ValueError(f"split {split!r} has no rows with a {inputs} input that could be read")
-    outs, labels, seconds = _predict(runner, crops, index, use_face, use_body, batch_size, tta_flip)
-    if runner.calibration and "age_low" in outs:  # each row's interval for the inputs it had, as predict gives it
-        for lab in np.unique(labels):
-            rows = labels == lab
-            lo_hi = age_interval({k: outs[k][rows] for k in ("age", "age_std") if k in outs}, runner.calibration,
-                                 model_age_range(runner.cfg, runner.meta), inputs=str(lab))
-            outs["age_low"][rows], outs["age_high"][rows] = lo_hi
-    sub = df.iloc[index]
-    prob = outs.get("p_female", np.full(len(index), np.nan))
-    pred_gender, gender_prob = reported_gender(prob)
-    pred = pd.DataFrame({
-        "path": sub["path"].to_numpy(), "age": sub["age"].to_numpy(dtype=np.float64), "pred": outs["age"],
-        "gender": sub["gender"].to_numpy(), "p_female": prob, "pred_gender": pred_gender, "gender_prob": gender_prob,
-        "race": sub["race"].to_numpy(), "inputs": labels,
-        "source": sub["source"].to_numpy() if "source" in sub.columns else data_name,
-    })
-    for key in ("age_std", "age_low", "age_high"):
-        if key in outs:
-            pred[key] = outs[key]
-    groups = None
-    if has_intervals(sub):  # age groups (PETA): scored as the face evaluation scores them
-        pred["age_lo"] = sub["age_lo"].to_numpy(dtype=np.float64)
-        pred["age_hi"] = sub["age_hi"].to_numpy(dtype=np.float64)
-        g = df[interval_rows(df).to_numpy()]
-        groups = group_set(g["age_lo"].to_numpy(), g["age_hi"].to_numpy())
-        pred = add_group_columns(pred, groups)
-    pred["gender"] = pred["gender"].astype("Int64")
+    fb = loaded or FaceBodySplit.load(data, runner.cfg.input_size[-1], root, cache_dir, crop)
+    index, in_split, shown = fb.rows(split, inputs, limit, seed)
+    pred, groups, seconds = fb.predictions(runner, index, inputs, batch_size, tta_flip)
     from .. import __version__
 
+    crops = fb.crops
     results = {
         "agekit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {**runner.info(), "input_size": list(runner.cfg.input_size), "tta_flip": tta_flip, "inputs": inputs},
-        "data": {"data": str(data), "name": data_name, "split": split, "n": int(len(index)),
+        "data": {"data": str(data), "name": fb.data_name, "split": split, "n": int(len(index)),
                  "n_split": int(in_split.sum()), "n_not_shown": int((in_split & ~shown).sum()),
-                 "n_unreadable": int((in_split & ~crops.ok).sum()), "crop": spec.mode, "limit": limit},
+                 "n_unreadable": int((in_split & ~crops.ok).sum()), "crop": fb.spec.mode, "limit": limit},
         "settings": {"cs_k": cs_k, "n_boot": n_boot, "seed": seed, "ci": "95% percentile bootstrap",
                      "batch_size": batch_size},
         **summarize(pred, cs_k, n_boot, seed, groups=groups),

@@ -1,8 +1,10 @@
-"""Attention maps of the MHSA blocks in the hybrid (``convnext_vit_*``) and attention-augmented ConvNeXt.
+"""Attention maps of the MHSA blocks in the hybrids (``convnext_vit_*``, ``lite0_vit_*``) and the
+attention-augmented CNNs (``convnext_attn_*``, ``lite0_attn_*``).
 
 For each MHSA block: its softmax weights (B, heads, N, N) averaged over heads; per token, the mean
 attention it receives (the column mean over all queries); reshaped to the token grid, upsampled
-bilinearly to the image and written as a heatmap PNG and an overlay PNG.
+bilinearly to the image and written as a heatmap PNG and an overlay PNG (:func:`attention_maps_for_images`),
+or drawn for a labelled split's best- and worst-predicted faces side by side (:func:`attention_sheet`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from torch import nn
 
 from ..models.attention import capture_attention
 
-__all__ = ["IMAGE_SUFFIXES", "attention_maps_for_images", "load_any_model", "received_attention"]
+__all__ = ["IMAGE_SUFFIXES", "attention_maps_for_images", "attention_sheet", "load_any_model", "received_attention"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -104,3 +106,83 @@ def _expand(images: list[str | Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"image not found: {p}")
     return out
+
+
+def _shown_blocks(names: list[str], most: int = 3) -> list[int]:
+    """All blocks when few; else the first, the middle and the last (a 12-block encoder in 3 columns)."""
+    if len(names) <= most:
+        return list(range(len(names)))
+    return sorted({0, len(names) // 2, len(names) - 1})
+
+
+def attention_sheet(model_path: str | Path, data: str | Path = "utkface", split: str = "val", cases: int = 4,
+                    limit: int | None = 500, out_dir: str | Path = "runs/attention_maps", seed: int = 0,
+                    cache_dir: str | Path = "cache", alpha: float = 0.5,
+                    root: str | Path | None = None) -> dict[str, Any]:
+    """One figure: the ``cases`` best- and ``cases`` worst-predicted faces of ``split`` (of a seeded ``limit``
+    subset), each with its attention overlays, so what the model looks at when right and when wrong sits side by side.
+
+    Faces and ages come from the evaluation's own path (:func:`agekit.evaluation.evaluate.scored_split`, the
+    runner, flip TTA as ``agekit eval``), so the errors shown are the ones ``agekit eval`` counts. Writes
+    ``<out>/sheet.png`` and ``<out>/sheet.json`` (cases, blocks, gates, the model's provenance); returns the JSON.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..data.transforms import normalize
+    from ..evaluation.evaluate import predict_outputs, scored_split
+    from ..runtime import load_runner
+
+    if cases < 1:
+        raise ValueError(f"cases must be >= 1, got {cases}")
+    runner = load_runner(model_path, "torch")
+    ss = scored_split(runner, data, split, root, cache_dir=cache_dir, limit=limit, seed=seed)
+    true = ss.df["age"].to_numpy(dtype=np.float64)[ss.index]
+    exact = ~np.isnan(true)
+    if exact.sum() < 2 * cases:
+        raise ValueError(f"{ss.data_name}/{split} has {int(exact.sum())} faces with exact ages; need {2 * cases}")
+    outs, _ = predict_outputs(runner, ss.crops, ss.index)
+    err = outs["age"] - true
+    order = np.argsort(np.where(exact, np.abs(err), np.inf), kind="stable")
+    picks = [("right", int(i)) for i in order[:cases]] + [("wrong", int(i)) for i in order[exact.sum() - cases:exact.sum()][::-1]]
+    rows = np.array([ss.index[i] for _, i in picks])
+    x = normalize(torch.from_numpy(np.asarray(ss.crops[rows])).permute(0, 3, 1, 2).contiguous(), runner.cfg)
+    maps = received_attention(runner.model, x)
+    shown = _shown_blocks([n for n, _ in maps])
+    gates = {n: float(p.detach().float().mean()) for n, p in runner.model.named_parameters() if n.endswith("gate")}
+    size = x.shape[-1]
+    fig, axes = plt.subplots(len(picks), 1 + len(shown), figsize=(1.9 * (1 + len(shown)), 1.9 * len(picks)),
+                             squeeze=False)
+    cases_out = []
+    for r, (kind, i) in enumerate(picks):
+        rgb = np.asarray(ss.crops[ss.index[i]])
+        axes[r, 0].imshow(rgb)
+        axes[r, 0].set_title(f"{kind}: {true[i]:.0f} -> {outs['age'][i]:.1f}", fontsize=8)
+        for c, b in enumerate(shown, start=1):
+            m = F.interpolate(maps[b][1][r:r + 1, None], size=(size, size), mode="bilinear", align_corners=False)
+            m = m[0, 0].numpy()
+            m = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)
+            axes[r, c].imshow((alpha * _colorize(m) + (1 - alpha) * rgb).astype(np.uint8))
+            if r == 0:
+                gate = gates.get(f"{maps[b][0]}.gate")  # a gated block: its learnt alpha (0 = no effect)
+                axes[r, c].set_title(maps[b][0] + ("" if gate is None else f" (gate {gate:+.3f})"), fontsize=8)
+        cases_out.append({"case": kind, "path": str(ss.df["path"].iloc[ss.index[i]]), "age": float(true[i]),
+                          "pred": float(outs["age"][i]), "error": float(err[i])})
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.suptitle(f"{runner.cfg.name}: {ss.data_name}/{split}, {cases} best and {cases} worst of {len(ss.index)}",
+                 fontsize=9)
+    fig.tight_layout()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_dir / "sheet.png", dpi=110)
+    plt.close(fig)
+    info = {"model": runner.info(),
+            "data": ss.data_name, "split": split, "n_scored": int(len(ss.index)), "limit": limit, "seed": seed,
+            "mae_scored": float(np.abs(err[exact]).mean()), "blocks": [maps[b][0] for b in shown],
+            "grid": "x".join(map(str, maps[0][1].shape[-2:])), "gates": gates, "cases": cases_out,
+            "image": str(out_dir / "sheet.png")}
+    (out_dir / "sheet.json").write_text(json.dumps(info, indent=2))
+    return info

@@ -142,7 +142,10 @@ def expand_grid(grid: GridSpec, preset: str, seeds: list[int], out_dir: str | Pa
             except ValidationError as e:
                 raise ConfigError(format_validation_error(e, f"grid {grid.name}, cell {cell.name}: ")) from None
             runs.append(RunSpec(cell.name, seed, cfg))
-    return runs
+    # Seed-major: every cell's first seed before any cell's second, so a grid cut short (a session's end, a
+    # budget) still leaves a complete table of one seed, and a rerun resumes where it stopped.
+    order = {s: i for i, s in enumerate(seeds)}
+    return sorted(runs, key=lambda r: order[r.seed])  # stable: cells keep the grid's order within a seed
 
 
 def _config_as_run(run: RunSpec) -> TrainConfig:
