@@ -6,6 +6,14 @@ Welch t-interval over the per-seed test metrics.
 
 Prints one line: mean(A), mean(B), B - A with its interval. With 3 seeds the interval is wide: that is
 the honest width of the evidence.
+
+With fewer than two seeds per cell a seed interval cannot be had. Then give each cell's per-image predictions
+on the same test images (`agekit eval <cell>/seed0/model.safetensors --out D` writes D/predictions.csv):
+
+    python scripts/claims_table.py --paired A/predictions.csv B/predictions.csv
+
+prints B - A in MAE with a paired 95% bootstrap interval over the test images. It measures test-set sampling only,
+not seed-to-seed variation, so it is narrower than the Welch interval and says so.
 """
 from __future__ import annotations
 
@@ -28,12 +36,35 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     return diff, diff - t * se, diff + t * se
 
 
+def paired(a_csv: Path, b_csv: Path, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float, float, float, int]:
+    """(MAE of A, MAE of B, B - A, low, high, n): a paired percentile bootstrap over the images both scored."""
+    import pandas as pd
+
+    a, b = (pd.read_csv(p, usecols=["path", "age", "pred"]).dropna() for p in (a_csv, b_csv))
+    m = a.merge(b, on=["path", "age"], suffixes=("_a", "_b"))
+    if len(m) == 0:
+        raise SystemExit(f"{a_csv} and {b_csv} share no scored images")
+    ea, eb = (np.abs(m[f"pred_{k}"].to_numpy() - m["age"].to_numpy()) for k in ("a", "b"))
+    d = eb - ea
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
+    lo, hi = np.percentile(d[idx].mean(1), [2.5, 97.5])
+    return float(ea.mean()), float(eb.mean()), float(d.mean()), float(lo), float(hi), len(d)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("result", type=Path)
-    ap.add_argument("a")
-    ap.add_argument("b")
+    ap.add_argument("result", type=Path, help="grid result JSON, or with --paired A's predictions.csv")
+    ap.add_argument("a", help="baseline cell, or with --paired B's predictions.csv")
+    ap.add_argument("b", nargs="?", help="compared cell")
+    ap.add_argument("--paired", action="store_true", help="per-image paired bootstrap of two predictions.csv")
     args = ap.parse_args()
+    if args.paired:
+        ma, mb, d, lo, hi, n = paired(args.result, Path(args.a))
+        print(f"A {ma:.2f} | B {mb:.2f} | B - A = {d:+.2f} [{lo:+.2f}, {hi:+.2f}] (95% paired bootstrap over {n} "
+              f"test images; one seed each: test-set sampling only, not seed variation)")
+        return
+    if args.b is None:
+        ap.error("give the grid result, the baseline cell and the compared cell")
     rows = {r["cell"]: r for r in json.loads(args.result.read_text())["rows"]}
     a, b = (np.array(list(rows[c]["per_seed"].values()), dtype=np.float64) for c in (args.a, args.b))
     d, lo, hi = welch(a, b)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -238,3 +239,23 @@ def test_grid_refuses_to_resume_a_run_with_another_config(tmp_path):
     (stale / "config.json").write_text(json.dumps({"model": {"name": "convnext_attn_atto"}}))
     with pytest.raises(ConfigError, match="different config"):
         run_grid(grid, 1, "cpu", tmp_path / "out")
+
+
+def test_claims_table_intervals(tmp_path):
+    """scripts/claims_table.py: Welch over seeds; with one seed, a paired bootstrap over the shared test images."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("claims_table", REPO / "scripts" / "claims_table.py")
+    ct = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ct)
+    d, lo, hi = ct.welch(np.array([5.0, 5.2, 5.1]), np.array([4.0, 4.2, 4.1]))
+    assert d == pytest.approx(-1.0) and lo < -1.0 < hi < 0
+    rng = np.random.default_rng(0)
+    age = rng.integers(1, 90, 400).astype(float)
+    paths = [f"img{i}.jpg" for i in range(400)]
+    pd.DataFrame({"path": paths, "age": age, "pred": age + 5.0}).to_csv(tmp_path / "a.csv", index=False)
+    # B is 2 years closer on every image but the last 100, which A does not have: only shared images count
+    pd.DataFrame({"path": paths, "age": age, "pred": age + 3.0 + rng.normal(0, 0.1, 400)}).iloc[:300].to_csv(
+        tmp_path / "b.csv", index=False)
+    ma, mb, diff, lo, hi, n = ct.paired(tmp_path / "a.csv", tmp_path / "b.csv")
+    assert n == 300 and ma == pytest.approx(5.0) and diff == pytest.approx(-2.0, abs=0.02) and lo < diff < hi < 0
