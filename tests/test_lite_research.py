@@ -291,6 +291,10 @@ def test_attention_grid_cell_trains_end_to_end(tmp_path):
     run_dir = out / "E8_P2+P3_F1" / "seed0"
     metrics = next((run_dir / "logs").rglob("metrics.csv")).read_text()
     assert "gate/attn.p2.gate" in metrics and "gate/attn.p3.gate" in metrics
+    # last.ckpt is the last epoch even when that epoch did not improve validation (here it does not: the best is
+    # epoch 0), so a resume continues from where training stopped
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (1, 4)
     trained, _, _ = load_model(run_dir / "checkpoints" / "last.ckpt")
     imagenet = create_model("lite0_attn_128", pretrained=True).backbone.state_dict()
     got = trained.backbone.state_dict()
@@ -322,6 +326,11 @@ def test_attention_grid_cell_trains_end_to_end(tmp_path):
     assert [c["case"] for c in sheet["cases"]] == ["right", "right", "wrong", "wrong"]
     assert max(errs[:2]) <= min(errs[2:]) and sheet["blocks"] == ["attn.p2", "attn.p3"]
     assert set(sheet["gates"]) == {"attn.p2.gate", "attn.p3.gate"} and (tmp_path / "sheet" / "sheet.png").stat().st_size
+    r = CliRunner().invoke(app, ["attention-maps", str(run_dir / "model.safetensors"), "--data", str(manifest),
+                                 "--split", "val", "--cases", "1", "--background", "mean", "--cache-dir",
+                                 str(tmp_path / "cache"), "--out", str(tmp_path / "sheet_mean")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "sheet_mean" / "sheet.json").read_text())["background"] == "mean"
     bad = CliRunner().invoke(app, ["attention-maps", str(run_dir / "model.safetensors")])
     assert bad.exit_code != 0 and "IMAGES or --data" in bad.output
 

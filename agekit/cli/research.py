@@ -188,6 +188,8 @@ def attention_maps_cmd(
     root: Optional[str] = typer.Option(None, "--root", help="with --data: the dataset folder [default: "
                                        "AGEKIT_<NAME>_ROOT, $AGEKIT_DATA_ROOT/<Name> or ../shared/data]"),
     cache_dir: Path = typer.Option(Path("cache"), "--cache-dir", help="with --data: the crop cache"),
+    background: str = typer.Option("face", "--background", help="with --data: draw maps over each 'face', or over "
+                                   "the split's 'mean' face (a figure with no dataset image in it)"),
 ) -> None:
     """Per MHSA block: attention averaged over heads, the mean each token receives, as heatmap + overlay PNGs;
     with --data, one sheet of right and wrong predictions."""
@@ -202,7 +204,7 @@ def attention_maps_cmd(
     try:
         if data is not None:
             info = attention_sheet(checkpoint, data, split, cases, limit, out, cache_dir=cache_dir, alpha=alpha,
-                                   root=root)
+                                   root=root, background=background)
             console.print(f"wrote {info['image']}: {cases} best and {cases} worst of {info['n_scored']} "
                           f"{info['data']}/{split} faces (MAE {info['mae_scored']:.2f}), blocks "
                           f"{', '.join(info['blocks'])}", highlight=False)

@@ -117,14 +117,18 @@ def _shown_blocks(names: list[str], most: int = 3) -> list[int]:
 
 def attention_sheet(model_path: str | Path, data: str | Path = "utkface", split: str = "val", cases: int = 4,
                     limit: int | None = 500, out_dir: str | Path = "runs/attention_maps", seed: int = 0,
-                    cache_dir: str | Path = "cache", alpha: float = 0.5,
-                    root: str | Path | None = None) -> dict[str, Any]:
+                    cache_dir: str | Path = "cache", alpha: float = 0.5, root: str | Path | None = None,
+                    background: str = "face") -> dict[str, Any]:
     """One figure: the ``cases`` best- and ``cases`` worst-predicted faces of ``split`` (of a seeded ``limit``
     subset), each with its attention overlays, so what the model looks at when right and when wrong sits side by side.
 
     Faces and ages come from the evaluation's own path (:func:`agekit.evaluation.evaluate.scored_split`, the
     runner, flip TTA as ``agekit eval``), so the errors shown are the ones ``agekit eval`` counts. Writes
     ``<out>/sheet.png`` and ``<out>/sheet.json`` (cases, blocks, gates, the model's provenance); returns the JSON.
+
+    ``background="mean"`` draws every map over the mean face of the scored crops instead of the person's own
+    face: a figure that can be published without a dataset's images in it (aligned crops give a recognisable
+    generic face, so where the attention sits still reads).
     """
     import matplotlib
 
@@ -137,6 +141,8 @@ def attention_sheet(model_path: str | Path, data: str | Path = "utkface", split:
 
     if cases < 1:
         raise ValueError(f"cases must be >= 1, got {cases}")
+    if background not in ("face", "mean"):
+        raise ValueError(f"background must be 'face' or 'mean', got {background!r}")
     runner = load_runner(model_path, "torch")
     ss = scored_split(runner, data, split, root, cache_dir=cache_dir, limit=limit, seed=seed)
     true = ss.df["age"].to_numpy(dtype=np.float64)[ss.index]
@@ -156,8 +162,14 @@ def attention_sheet(model_path: str | Path, data: str | Path = "utkface", split:
     fig, axes = plt.subplots(len(picks), 1 + len(shown), figsize=(1.9 * (1 + len(shown)), 1.9 * len(picks)),
                              squeeze=False)
     cases_out = []
+    mean_face = None
+    if background == "mean":
+        mean_face = np.zeros(ss.crops.shape[1:], np.float64)
+        for start in range(0, len(ss.index), 256):  # chunked: the crop cache is a memory map
+            mean_face += np.asarray(ss.crops[ss.index[start:start + 256]], np.float64).sum(0)
+        mean_face = (mean_face / len(ss.index)).round().astype(np.uint8)
     for r, (kind, i) in enumerate(picks):
-        rgb = np.asarray(ss.crops[ss.index[i]])
+        rgb = mean_face if mean_face is not None else np.asarray(ss.crops[ss.index[i]])
         axes[r, 0].imshow(rgb)
         axes[r, 0].set_title(f"{kind}: {true[i]:.0f} -> {outs['age'][i]:.1f}", fontsize=8)
         for c, b in enumerate(shown, start=1):
@@ -183,6 +195,7 @@ def attention_sheet(model_path: str | Path, data: str | Path = "utkface", split:
             "data": ss.data_name, "split": split, "n_scored": int(len(ss.index)), "limit": limit, "seed": seed,
             "mae_scored": float(np.abs(err[exact]).mean()), "blocks": [maps[b][0] for b in shown],
             "grid": "x".join(map(str, maps[0][1].shape[-2:])), "gates": gates, "cases": cases_out,
+            "background": background,
             "image": str(out_dir / "sheet.png")}
     (out_dir / "sheet.json").write_text(json.dumps(info, indent=2))
     return info

@@ -101,8 +101,14 @@ def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]
     monitor, mode = task.monitor
     metric = monitor.split("/", 1)[1]
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best-{epoch:02d}", monitor=monitor, mode=mode,
-                              save_last=True, save_top_k=1)
-    callbacks: list = [ckpt_cb, Finetuning(cfg.finetune.regime, cfg.finetune.head_epochs), LearningRateMonitor("epoch")]
+                              save_top_k=1)
+    # last.ckpt from its own callback, every epoch: Lightning 2.6's save_last=True writes it only at a step where a
+    # top-k checkpoint was saved, so after an epoch that did not improve it still held the best epoch, and a resume
+    # (a session's end) trained the epochs since then again.
+    last_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                              enable_version_counter=False)
+    callbacks: list = [ckpt_cb, last_cb, Finetuning(cfg.finetune.regime, cfg.finetune.head_epochs),
+                       LearningRateMonitor("epoch")]
     if t.progress == "rich":
         callbacks.append(RichProgressBar())
     trainer = L.Trainer(
