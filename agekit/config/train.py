@@ -189,6 +189,7 @@ class TrainerSection(Strict):
     resume: bool = True  # continue from out_dir/checkpoints/last.ckpt when present (same config only)
     test: bool = False  # score the test split after fit; off: model selection sees validation only
     limit_train_batches: float | int = 1.0
+    gradient_clip_val: float | None = Field(None, gt=0)  # clip the gradient norm (fresh transformer layers at high lr)
     log_every_n_steps: int = 50
     progress: Literal["rich", "none"] = "rich"
 

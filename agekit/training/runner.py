@@ -117,6 +117,7 @@ def train(cfg: TrainConfig, allow_config_change: bool = False) -> dict[str, Any]
         logger=CSVLogger(out, name="logs"),  # version_N per (re)start: resume never overwrites logs
         default_root_dir=out,
         log_every_n_steps=t.log_every_n_steps, limit_train_batches=t.limit_train_batches,
+        gradient_clip_val=t.gradient_clip_val,
         enable_progress_bar=t.progress != "none", deterministic=False,
     )
     last = out / "checkpoints" / "last.ckpt"
