@@ -103,6 +103,9 @@ def test_dataset_root_order(monkeypatch, tmp_path):
     assert dataset_root("folder") is None
     monkeypatch.setenv("AGEKIT_DATA_ROOT", str(tmp_path))
     assert dataset_root("utkface") == str(tmp_path / "UTKFace") and dataset_root("peta") == str(tmp_path / "PETA")
+    # a packaged dataset: under the data root only when it is there, else the package's folder
+    assert dataset_root("fashion_mnist") == "/usr/share/datasets/fashion-mnist"
+    (tmp_path / "fashion-mnist").mkdir()
     assert dataset_root("fashion_mnist") == str(tmp_path / "fashion-mnist")
     monkeypatch.setenv("AGEKIT_UTKFACE", "/alias")
     assert dataset_root("utkface") == "/alias"

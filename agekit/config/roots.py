@@ -1,7 +1,7 @@
 """Where each dataset lives: resolved here and nowhere else, so an environment variable works for every command.
 
 Order: the explicit value (``--root``, ``data.root``), then ``AGEKIT_<NAME>_ROOT`` (e.g. ``AGEKIT_UTKFACE_ROOT``;
-``AGEKIT_UTKFACE`` is kept as an alias), then ``$AGEKIT_DATA_ROOT/<Folder>``, then the dataset's default place
+``AGEKIT_UTKFACE`` is kept as an alias), then ``$AGEKIT_DATA_ROOT/<Folder>`` (for a packaged dataset, only when that folder exists), then the dataset's default place
 (``../shared/data/<Folder>`` relative to the working directory, or a system folder for packaged datasets).
 """
 from __future__ import annotations
@@ -45,5 +45,9 @@ def dataset_root(name: str, given: str | os.PathLike[str] | None = None) -> str 
     if folder is None:
         return None
     if os.environ.get("AGEKIT_DATA_ROOT"):
-        return os.path.join(os.environ["AGEKIT_DATA_ROOT"], folder)
+        under = os.path.join(os.environ["AGEKIT_DATA_ROOT"], folder)
+        # a packaged dataset (Fashion-MNIST from Debian) is seldom copied under the data root: where the root
+        # lacks it, the package's folder still serves
+        if name not in _SYSTEM_DEFAULTS or os.path.isdir(under):
+            return under
     return _SYSTEM_DEFAULTS.get(name, f"{SHARED_DATA}/{folder}")
