@@ -159,33 +159,39 @@ def attention_sheet(model_path: str | Path, data: str | Path = "utkface", split:
     shown = _shown_blocks([n for n, _ in maps])
     gates = {n: float(p.detach().float().mean()) for n, p in runner.model.named_parameters() if n.endswith("gate")}
     size = x.shape[-1]
-    fig, axes = plt.subplots(len(picks), 1 + len(shown), figsize=(1.9 * (1 + len(shown)), 1.9 * len(picks)),
-                             squeeze=False)
-    cases_out = []
     mean_face = None
     if background == "mean":
         mean_face = np.zeros(ss.crops.shape[1:], np.float64)
         for start in range(0, len(ss.index), 256):  # chunked: the crop cache is a memory map
             mean_face += np.asarray(ss.crops[ss.index[start:start + 256]], np.float64).sum(0)
         mean_face = (mean_face / len(ss.index)).round().astype(np.uint8)
-    for r, (kind, i) in enumerate(picks):
+    # one column a case (right ones, then wrong ones); a row for the face itself (not with the mean face: it would
+    # repeat), then a row a block
+    face_rows = 0 if mean_face is not None else 1
+    fig, axes = plt.subplots(face_rows + len(shown), len(picks), squeeze=False,
+                             figsize=(1.6 * len(picks), 1.75 * (face_rows + len(shown)) + 0.4))
+    cases_out = []
+    for col, (kind, i) in enumerate(picks):
         rgb = mean_face if mean_face is not None else np.asarray(ss.crops[ss.index[i]])
-        axes[r, 0].imshow(rgb)
-        axes[r, 0].set_title(f"{kind}: {true[i]:.0f} -> {outs['age'][i]:.1f}", fontsize=8)
-        for c, b in enumerate(shown, start=1):
-            m = F.interpolate(maps[b][1][r:r + 1, None], size=(size, size), mode="bilinear", align_corners=False)
+        axes[0, col].set_title(f"{kind}: {true[i]:.0f} -> {outs['age'][i]:.1f}", fontsize=8)
+        if face_rows:
+            axes[0, col].imshow(rgb)
+        for r, b in enumerate(shown, start=face_rows):
+            m = F.interpolate(maps[b][1][col:col + 1, None], size=(size, size), mode="bilinear", align_corners=False)
             m = m[0, 0].numpy()
             m = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)
-            axes[r, c].imshow((alpha * _colorize(m) + (1 - alpha) * rgb).astype(np.uint8))
-            if r == 0:
+            axes[r, col].imshow((alpha * _colorize(m) + (1 - alpha) * rgb).astype(np.uint8))
+            if col == 0:
                 gate = gates.get(f"{maps[b][0]}.gate")  # a gated block: its learnt alpha (0 = no effect)
-                axes[r, c].set_title(maps[b][0] + ("" if gate is None else f" (gate {gate:+.3f})"), fontsize=8)
+                label = maps[b][0] + ("" if gate is None else f"\n(gate {gate:+.3f})")
+                axes[r, col].text(-0.08, 0.5, label, transform=axes[r, col].transAxes, rotation=90,
+                                  ha="right", va="center", fontsize=7)
         cases_out.append({"case": kind, "path": str(ss.df["path"].iloc[ss.index[i]]), "age": float(true[i]),
                           "pred": float(outs["age"][i]), "error": float(err[i])})
     for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle(f"{runner.cfg.name}: {ss.data_name}/{split}, {cases} best and {cases} worst of {len(ss.index)}",
-                 fontsize=9)
+    fig.suptitle(f"{runner.cfg.name}: {ss.data_name}/{split}, the {cases} best and {cases} worst of {len(ss.index)} "
+                 f"(true -> predicted age)" + (", over the mean face" if mean_face is not None else ""), fontsize=9)
     fig.tight_layout()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
