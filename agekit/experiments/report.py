@@ -29,11 +29,12 @@ def cell_params(config: dict[str, Any]) -> int:
     return model_params(cfg.model.name, **cfg.model.kwargs)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """(mean, sample std); the std is None for a single seed: it is undefined there, not 0."""
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=np.float64)
     if len(v) == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        return float("nan"), None
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None
 
 
 def summarize(grid, preset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,8 +78,10 @@ def _fmt_params(n: int) -> str:
     return f"{n / 1e6:.2f}M" if abs(n) >= 1e5 else f"{n / 1e3:.1f}K" if abs(n) >= 1e3 else str(n)
 
 
-def _pm(m: float, s: float, digits: int) -> str:
-    return "n/a" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+def _pm(m: float, s: float | None, digits: int) -> str:
+    if math.isnan(m):
+        return "n/a"
+    return f"{m:.{digits}f} (1 seed)" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
