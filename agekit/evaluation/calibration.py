@@ -147,13 +147,12 @@ def _calibrate_face_body(runner: Runner, data: str | Path, split: str, root: str
     from .face_body import FaceBodySplit
 
     fb = FaceBodySplit.load(data, runner.cfg.input_size[-1], root, cache_dir, crop)  # table + crops once
+    fb.check_split(split)  # a wrong split is an error; a missing input combination below is not
     records: dict[str, dict[str, Any]] = {}
     for inputs in ("face+body", "face", "body"):
         try:
             index, _, _ = fb.rows(split, inputs, limit, seed)
-        except ValueError as e:
-            if "not in the data" in str(e):
-                raise
+        except ValueError:
             continue  # no rows with this input combination here
         pred, _, _ = fb.predictions(runner, index, inputs, batch_size, tta_flip)
         pred = pred[(pred["inputs"] == inputs) & pred["age"].notna()]

@@ -28,7 +28,7 @@ from ..runtime import Runner, load_runner
 from ..runtime.runner import reported_gender
 from .metrics import age_bin_labels, age_bin_names, assign_groups, estimate, group_metrics, group_set, range_error
 
-__all__ = ["EvalResult", "load_eval_table", "predict_outputs", "scored_split", "ScoredSplit", "summarize",
+__all__ = ["EvalResult", "load_eval_table", "predict_outputs", "require_split", "scored_split", "ScoredSplit", "summarize",
            "add_group_columns", "fairness", "interval_summary", "crop_blur", "degrade_summary", "evaluate",
            "GENDER_NAMES", "FAIRNESS_GOAL", "FAIRNESS_GROUPINGS", "FAIRNESS_MIN_N"]
 
@@ -121,6 +121,13 @@ class ScoredSplit:
     spec: CropSpec
 
 
+def require_split(df: pd.DataFrame, split: str) -> None:
+    """A clear error for a split the table does not have, naming the ones it has."""
+    splits = sorted(df["split"].dropna().unique())
+    if split not in splits:
+        raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
+
+
 def scored_split(runner: Runner, data: str | Path, split: str, root: str | Path | None = None,
                  cache_dir: str | Path = "cache", crop: str = "auto", limit: int | None = None,
                  seed: int = 0) -> ScoredSplit:
@@ -129,9 +136,7 @@ def scored_split(runner: Runner, data: str | Path, split: str, root: str | Path 
     ``limit`` keeps a seeded random subset of the split.
     """
     df, data_name = load_eval_table(data, root)
-    splits = sorted(df["split"].dropna().unique())
-    if split not in splits:
-        raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
+    require_split(df, split)
     size = runner.cfg.input_size[-1]
     spec = CropSpec(crop)  # type: ignore[arg-type]
     crops, ok, errors = build_crop_cache(df, size, cache_dir, spec)

@@ -24,7 +24,7 @@ from ..data.transforms import normalize
 from ..models.registry import AgeModelCfg
 from ..runtime import Runner, load_runner
 from ..runtime.runner import age_interval, model_age_range, reported_gender
-from .evaluate import EvalResult, _group_rows, add_group_columns, load_eval_table, summarize
+from .evaluate import EvalResult, _group_rows, add_group_columns, load_eval_table, require_split, summarize
 from .metrics import group_set
 
 __all__ = ["INPUT_CHOICES", "FaceBodySplit", "face_body_inputs", "evaluate_face_body", "face_body_parity_inputs"]
@@ -58,23 +58,23 @@ class FaceBodySplit:
     data_name: str
     crops: FaceBodyCrops
     spec: CropSpec
-    data: str
 
     @classmethod
     def load(cls, data: str | Path, size: int, root: str | Path | None = None, cache_dir: str | Path = "cache",
              crop: str = "auto") -> "FaceBodySplit":
         df, data_name = load_eval_table(data, root)
         spec = CropSpec(crop)  # type: ignore[arg-type]
-        return cls(df, data_name, build_face_body_cache(df, size, cache_dir, spec), spec, str(data))
+        return cls(df, data_name, build_face_body_cache(df, size, cache_dir, spec), spec)
+
+    def check_split(self, split: str) -> None:
+        require_split(self.df, split)
 
     def rows(self, split: str, inputs: str, limit: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
                                                                                                np.ndarray]:
         """(index of the rows to score, in-split mask, shown mask): rows of ``split`` with a crop ``inputs`` can show."""
         if inputs not in INPUT_CHOICES:
             raise ValueError(f"inputs must be one of {', '.join(INPUT_CHOICES)}, got {inputs!r}")
-        splits = sorted(self.df["split"].dropna().unique())
-        if split not in splits:
-            raise ValueError(f"split {split!r} not in the data (has: {', '.join(map(str, splits))})")
+        self.check_split(split)
         use_face, use_body = INPUT_CHOICES[inputs]
         in_split = (self.df["split"] == split).to_numpy()
         shown = ((self.crops.face_pos >= 0) & use_face) | ((self.crops.body_pos >= 0) & use_body)

@@ -151,8 +151,8 @@ def attention_sheet(model_path: str | Path, data: str | Path = "utkface", split:
         raise ValueError(f"{ss.data_name}/{split} has {int(exact.sum())} faces with exact ages; need {2 * cases}")
     outs, _ = predict_outputs(runner, ss.crops, ss.index)
     err = outs["age"] - true
-    order = np.argsort(np.where(exact, np.abs(err), np.inf), kind="stable")
-    picks = [("right", int(i)) for i in order[:cases]] + [("wrong", int(i)) for i in order[exact.sum() - cases:exact.sum()][::-1]]
+    order = np.argsort(np.where(exact, np.abs(err), np.inf), kind="stable")[:int(exact.sum())]  # exact ages only
+    picks = [("right", int(i)) for i in order[:cases]] + [("wrong", int(i)) for i in order[::-1][:cases]]
     rows = np.array([ss.index[i] for _, i in picks])
     x = normalize(torch.from_numpy(np.asarray(ss.crops[rows])).permute(0, 3, 1, 2).contiguous(), runner.cfg)
     maps = received_attention(runner.model, x)
