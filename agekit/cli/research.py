@@ -28,10 +28,14 @@ def _cells(cells: str | None) -> list[str] | None:
 def run_cmd(
     grid: Path = typer.Argument(..., help="grid YAML, e.g. configs/experiments/attn_mechanisms.yaml"),
     seeds: int = typer.Option(3, min=1, help="seeds 0..N-1 per cell"),
+    seed: Optional[List[int]] = typer.Option(None, "--seed", min=0, help="exactly this seed (repeatable; instead "
+                                             "of --seeds), e.g. to add seeds to a --merge'd table"),
     preset: str = typer.Option("auto", help="full (papers' settings, GPU), cpu (shrunk), auto: full if CUDA else cpu"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder [runs/experiments/<grid>/<preset>]"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="section.key=value applied to every cell"),
     cells: Optional[str] = typer.Option(None, help="comma-separated subset of cells"),
+    merge: Optional[List[Path]] = typer.Option(None, "--merge", help="an earlier results.json of this grid and "
+                                               "preset: its runs of other seeds join the table (repeatable)"),
 ) -> None:
     """Train every cell x seed (finished runs with the same config are reused) and write results.md/.json."""
     from ..config.base import ConfigError, parse_overrides
@@ -43,7 +47,8 @@ def run_cmd(
         console.print(f"[{i + 1}/{n}] {run.cell} seed {run.seed} -> {run.out_dir}", highlight=False)
 
     try:
-        summary = run_grid(grid, seeds, preset, out, parse_overrides(set_), _cells(cells), on_run=progress)
+        summary = run_grid(grid, list(seed) if seed else seeds, preset, out, parse_overrides(set_), _cells(cells),
+                           on_run=progress, merge=merge)
     except ConfigError as e:
         fail(str(e))
     console.print(render_markdown(summary), highlight=False)

@@ -42,6 +42,7 @@ __all__ = [
     "RunSpec",
     "expand_grid",
     "load_grid",
+    "merge_records",
     "resolve_preset",
     "run_grid",
 ]
@@ -168,6 +169,66 @@ def _completed(run: RunSpec) -> dict[str, Any] | None:
     return json.loads(res.read_text()) if res.is_file() else None
 
 
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without where it was written: what must match for two runs to share a table row."""
+    c = copy.deepcopy(config)
+    c.get("trainer", {}).pop("out_dir", None)
+    return c
+
+
+def merge_records(grid: GridSpec, preset: str, runs: list[RunSpec], prior: list[dict[str, Any]],
+                  source: str, overrides: dict[str, Any] | None = None,
+                  cells: list[str] | None = None) -> list[dict[str, Any]]:
+    """Records of an earlier summary (its ``records``) for the (cell, seed) pairs not run now.
+
+    Why: run folders (checkpoints) stay on the machine that trained them; a table grows over sessions and
+    machines by merging the small per-run records its summary JSON keeps. Each merged run must have been
+    trained with exactly the config this grid gives that cell and seed, or the rows would mix two recipes.
+    """
+    have = {(r.cell, r.seed) for r in runs}
+    wanted = [rec for rec in prior if (rec["cell"], rec["seed"]) not in have and (not cells or rec["cell"] in cells)]
+    names = {c.name for c in grid.cells}
+    out = []
+    for rec in wanted:
+        if rec["cell"] not in names:
+            raise ConfigError(f"--merge {source}: grid {grid.name} has no cell {rec['cell']!r}")
+        spec = expand_grid(grid, preset, [rec["seed"]], DEFAULT_OUT, overrides, [rec["cell"]])[0]
+        expect = _comparable(json.loads(_config_as_run(spec).model_dump_json()))
+        try:
+            theirs = RunSpec(rec["cell"], rec["seed"], TrainConfig.model_validate(rec["config"]))
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, f"--merge {source}: cell {rec['cell']}: ")) from None
+        got = _comparable(json.loads(_config_as_run(theirs).model_dump_json()))
+        if got != expect:
+            diff = sorted(_diff_keys(expect, got))
+            raise ConfigError(f"--merge {source}: cell {rec['cell']} seed {rec['seed']} was trained with another "
+                              f"config (differs at {', '.join(diff[:5])}); it cannot share this table")
+        out.append(rec)
+    return out
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for key in sorted(set(a) | set(b))
+                for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def load_prior(path: str | Path, grid: GridSpec, preset: str) -> list[dict[str, Any]]:
+    """The per-run records of a summary JSON written by :func:`run_grid` (``results.json``)."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--merge {path}: cannot read a grid summary ({e})") from None
+    if summary.get("grid") != grid.name or summary.get("preset") != preset:
+        raise ConfigError(f"--merge {path}: it is grid {summary.get('grid')!r} preset {summary.get('preset')!r}, "
+                          f"not {grid.name!r} preset {preset!r}")
+    if "records" not in summary:
+        raise ConfigError(f"--merge {path}: no per-run records (written by an older agekit); rerun those seeds")
+    return summary["records"]
+
+
 def _gates(model_file: str | None) -> dict[str, float]:
     if not model_file or not Path(model_file).is_file():
         return {}
@@ -180,10 +241,12 @@ def _gates(model_file: str | None) -> dict[str, float]:
 
 def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto", out: str | Path | None = None,
              overrides: dict[str, Any] | None = None, cells: list[str] | None = None,
-             on_run: Callable[[RunSpec, int, int], None] | None = None) -> dict[str, Any]:
+             on_run: Callable[[RunSpec, int, int], None] | None = None,
+             merge: list[str | Path] | None = None) -> dict[str, Any]:
     """Train every cell x seed (skipping runs already finished with the same config) and write the tables.
 
-    Returns the summary (also written as ``results.json`` and ``results.md`` in the output folder).
+    ``merge``: earlier summaries whose runs join the table for the (cell, seed) pairs not run here (checked
+    to share this grid's config). Returns the summary (also ``results.json`` and ``results.md`` in ``out``).
     """
     from ..training.runner import train
     from .report import summarize, write_tables
@@ -191,8 +254,15 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
     grid = load_grid(path)
     preset = resolve_preset(grid, preset)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list or len(set(seed_list)) != len(seed_list) or min(seed_list) < 0:
+        raise ConfigError(f"seeds {seed_list}: give distinct seeds, none negative")
     out = Path(out) if out is not None else DEFAULT_OUT / grid.name / preset
     runs = expand_grid(grid, preset, seed_list, out, overrides, cells)
+    merged: list[dict[str, Any]] = []
+    for src in merge or []:  # checked before training anything, like the run folders below
+        taken = {(r["cell"], r["seed"]) for r in merged}
+        merged += [r for r in merge_records(grid, preset, runs, load_prior(src, grid, preset), str(src),
+                                            overrides, cells) if (r["cell"], r["seed"]) not in taken]
     finished = [_completed(run) for run in runs]  # checks every run folder before training anything
     records = []
     for i, (run, res) in enumerate(zip(runs, finished)):
@@ -207,6 +277,8 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
         records.append({"cell": run.cell, "seed": run.seed, "out_dir": str(run.out_dir), "results": res,
                         "gates": _gates(res.get("model_file")), "seconds": seconds,
                         "config": json.loads(run.config.model_dump_json())})
+    cell_order = [c.name for c in grid.cells]
+    records = sorted(records + merged, key=lambda r: (r["seed"], cell_order.index(r["cell"])))  # seed-major
     summary = summarize(grid, preset, records)
     write_tables(summary, out)
     return summary

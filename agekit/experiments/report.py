@@ -71,7 +71,9 @@ def summarize(grid, preset: str, records: list[dict[str, Any]]) -> dict[str, Any
     for r in rows:
         r["params_added"] = r["params"] - base["params"]
     return {"grid": grid.name, "description": grid.description, "paper": grid.paper, "preset": preset,
-            "baseline": base["cell"], "seeds": sorted({rec["seed"] for rec in records}), "rows": rows}
+            "baseline": base["cell"], "seeds": sorted({rec["seed"] for rec in records}), "rows": rows,
+            # every run's own record: what `agekit experiment run --merge` joins into a later table
+            "records": records}
 
 
 def _fmt_params(n: int) -> str:
