@@ -242,28 +242,35 @@ def test_grid_refuses_to_resume_a_run_with_another_config(tmp_path):
 
 
 def test_seed_lists_and_merging_an_earlier_table(tmp_path):
-    """A table grows across machines: seed 1 trained here joins seed 0's record from an earlier results.json."""
+    """A table grows across machines: seed 0's record from an earlier results.json stands for that run, so only
+    seed 1 is trained here; a record of another recipe or grid is refused."""
     grid = _cls_grid(tmp_path)
     with pytest.raises(ConfigError, match="distinct"):
         run_grid(grid, [1, 1], "cpu", tmp_path / "x")
     first = run_grid(grid, [0], "cpu", tmp_path / "a", cells=["none"])
     assert [(r["cell"], r["seed"]) for r in first["records"]] == [("none", 0)]
-    r = runner.invoke(app, ["experiment", "run", str(grid), "--seed", "1", "--preset", "cpu", "--cells", "none",
+    r = runner.invoke(app, ["experiment", "run", str(grid), "--seeds", "2", "--preset", "cpu", "--cells", "none",
                             "--out", str(tmp_path / "b"), "--merge", str(tmp_path / "a" / "results.json")])
     assert r.exit_code == 0, r.output
     both = json.loads((tmp_path / "b" / "results.json").read_text())
     row = both["rows"][0]
-    assert both["seeds"] == [0, 1] and row["n_seeds"] == 2 and not (tmp_path / "b" / "none" / "seed0").exists()
+    assert both["seeds"] == [0, 1] and row["n_seeds"] == 2
+    assert not (tmp_path / "b" / "none" / "seed0").exists() and (tmp_path / "b" / "none" / "seed1").is_dir()
     assert row["per_seed"]["0"] == first["rows"][0]["per_seed"][0]  # merged, not retrained
     assert [(r["cell"], r["seed"]) for r in both["records"]] == [("none", 0), ("none", 1)]
+    # --seed K: exactly that seed; the merged summary's other seeds are not asked for, so not in the table
+    r = runner.invoke(app, ["experiment", "run", str(grid), "--seed", "1", "--preset", "cpu", "--cells", "none",
+                            "--out", str(tmp_path / "b"), "--merge", str(tmp_path / "a" / "results.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["seeds"] == [1]
     # a record trained with another recipe cannot share the table; nor a summary of another grid
     with pytest.raises(ConfigError, match="another config.*optim.lr"):
-        run_grid(grid, [1], "cpu", tmp_path / "c", overrides={"optim.lr": 0.01}, cells=["none"],
+        run_grid(grid, [0], "cpu", tmp_path / "c", overrides={"optim.lr": 0.01}, cells=["none"],
                  merge=[tmp_path / "a" / "results.json"])
     other = json.loads((tmp_path / "a" / "results.json").read_text()) | {"grid": "other"}
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(ConfigError, match="not 'tiny_cls'"):
-        run_grid(grid, [1], "cpu", tmp_path / "d", cells=["none"], merge=[tmp_path / "other.json"])
+        run_grid(grid, [0], "cpu", tmp_path / "d", cells=["none"], merge=[tmp_path / "other.json"])
 
 
 def test_claims_table_intervals(tmp_path):

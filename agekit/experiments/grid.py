@@ -176,34 +176,30 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return c
 
 
-def merge_records(grid: GridSpec, preset: str, runs: list[RunSpec], prior: list[dict[str, Any]],
-                  source: str, overrides: dict[str, Any] | None = None,
-                  cells: list[str] | None = None) -> list[dict[str, Any]]:
-    """Records of an earlier summary (its ``records``) for the (cell, seed) pairs not run now.
+def merge_records(runs: list[RunSpec], prior: list[dict[str, Any]], source: str) -> dict[tuple[str, int], dict]:
+    """The records of an earlier summary (its ``records``) that stand for some of ``runs``, by (cell, seed).
 
     Why: run folders (checkpoints) stay on the machine that trained them; a table grows over sessions and
-    machines by merging the small per-run records its summary JSON keeps. Each merged run must have been
-    trained with exactly the config this grid gives that cell and seed, or the rows would mix two recipes.
+    machines by merging the small per-run records its summary JSON keeps. A merged run must have been trained
+    with exactly the config this grid gives that cell and seed, or the rows would mix two recipes.
     """
-    have = {(r.cell, r.seed) for r in runs}
-    wanted = [rec for rec in prior if (rec["cell"], rec["seed"]) not in have and (not cells or rec["cell"] in cells)]
-    names = {c.name for c in grid.cells}
-    out = []
-    for rec in wanted:
-        if rec["cell"] not in names:
-            raise ConfigError(f"--merge {source}: grid {grid.name} has no cell {rec['cell']!r}")
-        spec = expand_grid(grid, preset, [rec["seed"]], DEFAULT_OUT, overrides, [rec["cell"]])[0]
+    wanted = {(r.cell, r.seed): r for r in runs}
+    out = {}
+    for rec in prior:
+        spec = wanted.get((rec.get("cell"), rec.get("seed")))
+        if spec is None:  # a cell or seed not asked for this time
+            continue
         expect = _comparable(json.loads(_config_as_run(spec).model_dump_json()))
         try:
-            theirs = RunSpec(rec["cell"], rec["seed"], TrainConfig.model_validate(rec["config"]))
-        except ValidationError as e:
-            raise ConfigError(format_validation_error(e, f"--merge {source}: cell {rec['cell']}: ")) from None
+            theirs = RunSpec(spec.cell, spec.seed, TrainConfig.model_validate(rec["config"]))
+        except (KeyError, ValidationError) as e:
+            raise ConfigError(f"--merge {source}: cell {spec.cell} seed {spec.seed}: not a run record ({e})") from None
         got = _comparable(json.loads(_config_as_run(theirs).model_dump_json()))
         if got != expect:
             diff = sorted(_diff_keys(expect, got))
-            raise ConfigError(f"--merge {source}: cell {rec['cell']} seed {rec['seed']} was trained with another "
+            raise ConfigError(f"--merge {source}: cell {spec.cell} seed {spec.seed} was trained with another "
                               f"config (differs at {', '.join(diff[:5])}); it cannot share this table")
-        out.append(rec)
+        out[(spec.cell, spec.seed)] = rec
     return out
 
 
@@ -245,8 +241,8 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
              merge: list[str | Path] | None = None) -> dict[str, Any]:
     """Train every cell x seed (skipping runs already finished with the same config) and write the tables.
 
-    ``merge``: earlier summaries whose runs join the table for the (cell, seed) pairs not run here (checked
-    to share this grid's config). Returns the summary (also ``results.json`` and ``results.md`` in ``out``).
+    ``merge``: earlier summaries (``results.json``) whose run records stand for (cell, seed) pairs with no
+    finished run folder here, so those are not trained again (each checked to share this grid's config). Returns the summary (also ``results.json`` and ``results.md`` in ``out``).
     """
     from ..training.runner import train
     from .report import summarize, write_tables
@@ -258,14 +254,15 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
         raise ConfigError(f"seeds {seed_list}: give distinct seeds, none negative")
     out = Path(out) if out is not None else DEFAULT_OUT / grid.name / preset
     runs = expand_grid(grid, preset, seed_list, out, overrides, cells)
-    merged: list[dict[str, Any]] = []
-    for src in merge or []:  # checked before training anything, like the run folders below
-        taken = {(r["cell"], r["seed"]) for r in merged}
-        merged += [r for r in merge_records(grid, preset, runs, load_prior(src, grid, preset), str(src),
-                                            overrides, cells) if (r["cell"], r["seed"]) not in taken]
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for src in merge or []:  # checked before training anything, like the run folders below; the first wins
+        merged = merge_records(runs, load_prior(src, grid, preset), str(src)) | merged
     finished = [_completed(run) for run in runs]  # checks every run folder before training anything
     records = []
     for i, (run, res) in enumerate(zip(runs, finished)):
+        if res is None and (run.cell, run.seed) in merged:  # trained elsewhere: its record stands for the run
+            records.append(merged[(run.cell, run.seed)])
+            continue
         if on_run is not None:
             on_run(run, i, len(runs))
         timing = run.out_dir / "grid_run.json"
@@ -277,8 +274,6 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
         records.append({"cell": run.cell, "seed": run.seed, "out_dir": str(run.out_dir), "results": res,
                         "gates": _gates(res.get("model_file")), "seconds": seconds,
                         "config": json.loads(run.config.model_dump_json())})
-    cell_order = [c.name for c in grid.cells]
-    records = sorted(records + merged, key=lambda r: (r["seed"], cell_order.index(r["cell"])))  # seed-major
     summary = summarize(grid, preset, records)
     write_tables(summary, out)
     return summary
