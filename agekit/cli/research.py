@@ -35,7 +35,8 @@ def run_cmd(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="section.key=value applied to every cell"),
     cells: Optional[str] = typer.Option(None, help="comma-separated subset of cells"),
     merge: Optional[List[Path]] = typer.Option(None, "--merge", help="an earlier results.json of this grid and "
-                                               "preset: its runs of other seeds join the table (repeatable)"),
+                                               "preset: its run records stand for those runs, which are then not "
+                                               "trained here (repeatable)"),
 ) -> None:
     """Train every cell x seed (finished runs with the same config are reused) and write results.md/.json."""
     from ..config.base import ConfigError, parse_overrides

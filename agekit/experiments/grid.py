@@ -242,7 +242,8 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
     """Train every cell x seed (skipping runs already finished with the same config) and write the tables.
 
     ``merge``: earlier summaries (``results.json``) whose run records stand for (cell, seed) pairs with no
-    finished run folder here, so those are not trained again (each checked to share this grid's config). Returns the summary (also ``results.json`` and ``results.md`` in ``out``).
+    finished run folder here, so those are not trained again (each checked to share this grid's config).
+    Returns the summary (also ``results.json`` and ``results.md`` in ``out``).
     """
     from ..training.runner import train
     from .report import summarize, write_tables
