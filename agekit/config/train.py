@@ -262,7 +262,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_diff(old: Mapping[str, Any], new: TrainConfig | Mapping[str, Any],
+def config_diff(old: TrainConfig | Mapping[str, Any], new: TrainConfig | Mapping[str, Any],
                 ignore: Iterable[str] = RESUME_IGNORED) -> dict[str, tuple[Any, Any]]:
     """``{dotted key: (old, new)}`` for every setting that differs (defaults filled in on both sides)."""
     def dump(c: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:

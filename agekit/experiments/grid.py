@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from ..config.base import ConfigError, Strict, apply_overrides, format_validation_error, load_yaml, set_dotted
-from ..config.train import TrainConfig, check_resume
+from ..config.train import RESUME_IGNORED, TrainConfig, check_resume, config_diff
 
 __all__ = [
     "DEFAULT_OUT",
@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_OUT = Path("runs/experiments")
+MERGE_IGNORED = RESUME_IGNORED | {"trainer.out_dir"}  # a merged run was written elsewhere, by definition
 
 
 class CellSpec(Strict):
@@ -169,13 +170,6 @@ def _completed(run: RunSpec) -> dict[str, Any] | None:
     return json.loads(res.read_text()) if res.is_file() else None
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config without where it was written: what must match for two runs to share a table row."""
-    c = copy.deepcopy(config)
-    c.get("trainer", {}).pop("out_dir", None)
-    return c
-
-
 def merge_records(runs: list[RunSpec], prior: list[dict[str, Any]], source: str) -> dict[tuple[str, int], dict]:
     """The records of an earlier summary (its ``records``) that stand for some of ``runs``, by (cell, seed).
 
@@ -189,25 +183,17 @@ def merge_records(runs: list[RunSpec], prior: list[dict[str, Any]], source: str)
         spec = wanted.get((rec.get("cell"), rec.get("seed")))
         if spec is None:  # a cell or seed not asked for this time
             continue
-        expect = _comparable(json.loads(_config_as_run(spec).model_dump_json()))
         try:
             theirs = RunSpec(spec.cell, spec.seed, TrainConfig.model_validate(rec["config"]))
         except (KeyError, ValidationError) as e:
             raise ConfigError(f"--merge {source}: cell {spec.cell} seed {spec.seed}: not a run record ({e})") from None
-        got = _comparable(json.loads(_config_as_run(theirs).model_dump_json()))
-        if got != expect:
-            diff = sorted(_diff_keys(expect, got))
+        # the resume check's comparison, where the run folder may differ too
+        diff = config_diff(_config_as_run(theirs), _config_as_run(spec), ignore=MERGE_IGNORED)
+        if diff:
             raise ConfigError(f"--merge {source}: cell {spec.cell} seed {spec.seed} was trained with another "
-                              f"config (differs at {', '.join(diff[:5])}); it cannot share this table")
+                              f"config (differs at {', '.join(list(diff)[:5])}); it cannot share this table")
         out[(spec.cell, spec.seed)] = rec
     return out
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [k for key in sorted(set(a) | set(b))
-                for k in _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def load_prior(path: str | Path, grid: GridSpec, preset: str) -> list[dict[str, Any]]:
