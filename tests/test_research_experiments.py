@@ -263,14 +263,35 @@ def test_seed_lists_and_merging_an_earlier_table(tmp_path):
                             "--out", str(tmp_path / "b"), "--merge", str(tmp_path / "a" / "results.json")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "b" / "results.json").read_text())["seeds"] == [1]
-    # a record trained with another recipe cannot share the table; nor a summary of another grid
+    # a record trained with another recipe cannot share the table; nor one of another preset
     with pytest.raises(ConfigError, match="another config.*optim.lr"):
         run_grid(grid, [0], "cpu", tmp_path / "c", overrides={"optim.lr": 0.01}, cells=["none"],
                  merge=[tmp_path / "a" / "results.json"])
-    other = json.loads((tmp_path / "a" / "results.json").read_text()) | {"grid": "other"}
-    (tmp_path / "other.json").write_text(json.dumps(other))
-    with pytest.raises(ConfigError, match="not 'tiny_cls'"):
-        run_grid(grid, [0], "cpu", tmp_path / "d", cells=["none"], merge=[tmp_path / "other.json"])
+    full = json.loads((tmp_path / "a" / "results.json").read_text()) | {"preset": "full"}
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    with pytest.raises(ConfigError, match="not preset 'cpu'"):
+        run_grid(grid, [0], "cpu", tmp_path / "d", cells=["none"], merge=[tmp_path / "full.json"])
+
+
+def test_another_grid_lends_runs_with_the_same_config(tmp_path):
+    """An ablation grid's baseline cell is the main table's cell: a run with the identical config and seed is
+    shared (named in the table), not trained again; a grid with no such run is refused."""
+    grid = _cls_grid(tmp_path)
+    first = run_grid(grid, [0], "cpu", tmp_path / "a", cells=["none"])
+    spec = yaml.safe_load(grid.read_text())
+    spec["name"], spec["baseline"] = "tiny_ablation", "plain"
+    spec["cells"] = [{"name": "plain", "set": {"model.kwargs.mechanism": "none"}},
+                     {"name": "heads1", "set": {"model.kwargs.mechanism": "mhsa", "model.kwargs.num_heads": 1}}]
+    other = tmp_path / "tiny_ablation.yaml"
+    other.write_text(yaml.safe_dump(spec))
+    shared = run_grid(other, [0], "cpu", tmp_path / "b", cells=["plain"], merge=[tmp_path / "a" / "results.json"])
+    assert not (tmp_path / "b" / "plain").exists()  # not retrained
+    rec = shared["records"][0]
+    assert (rec["cell"], rec["shared_from"]["grid"], rec["shared_from"]["cell"]) == ("plain", "tiny_cls", "none")
+    assert shared["rows"][0]["per_seed"][0] == first["rows"][0]["per_seed"][0]
+    assert "`plain` seeds [0]: grid `tiny_cls`, cell `none`" in (tmp_path / "b" / "results.md").read_text()
+    with pytest.raises(ConfigError, match="no run of grid 'tiny_cls'"):
+        run_grid(other, [0], "cpu", tmp_path / "c", cells=["heads1"], merge=[tmp_path / "a" / "results.json"])
 
 
 def test_claims_table_intervals(tmp_path):

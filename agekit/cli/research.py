@@ -36,7 +36,8 @@ def run_cmd(
     cells: Optional[str] = typer.Option(None, help="comma-separated subset of cells"),
     merge: Optional[List[Path]] = typer.Option(None, "--merge", help="an earlier results.json of this grid and "
                                                "preset: its run records stand for those runs, which are then not "
-                                               "trained here (repeatable)"),
+                                               "trained here; of another grid: its runs with the same config and "
+                                               "seed are shared (repeatable)"),
 ) -> None:
     """Train every cell x seed (finished runs with the same config are reused) and write results.md/.json."""
     from ..config.base import ConfigError, parse_overrides

@@ -170,45 +170,70 @@ def _completed(run: RunSpec) -> dict[str, Any] | None:
     return json.loads(res.read_text()) if res.is_file() else None
 
 
-def merge_records(runs: list[RunSpec], prior: list[dict[str, Any]], source: str) -> dict[tuple[str, int], dict]:
-    """The records of an earlier summary (its ``records``) that stand for some of ``runs``, by (cell, seed).
+def _same_recipe(rec: dict[str, Any], spec: RunSpec, source: str) -> tuple[bool, list[str]]:
+    """Whether a record was trained with exactly ``spec``'s config (the resume check's comparison)."""
+    try:
+        theirs = RunSpec(spec.cell, spec.seed, TrainConfig.model_validate(rec["config"]))
+    except (KeyError, ValidationError) as e:
+        raise ConfigError(f"--merge {source}: cell {rec.get('cell')} seed {rec.get('seed')}: not a run record "
+                          f"({e})") from None
+    diff = config_diff(_config_as_run(theirs), _config_as_run(spec), ignore=MERGE_IGNORED)
+    return not diff, list(diff)
+
+
+def merge_records(runs: list[RunSpec], prior: list[dict[str, Any]], source: str,
+                  from_grid: str | None = None) -> dict[tuple[str, int], dict]:
+    """The records of an earlier summary (its ``records``) that stand for some of ``runs``.
 
     Why: run folders (checkpoints) stay on the machine that trained them; a table grows over sessions and
     machines by merging the small per-run records its summary JSON keeps. A merged run must have been trained
     with exactly the config this grid gives that cell and seed, or the rows would mix two recipes.
+
+    From this grid (``from_grid`` None), records match by (cell, seed) and a changed recipe is an error. From
+    another grid, a record stands for every run here with the same seed and an identical config (the ablation
+    grids share their baseline cell with the main tables); the copy names where it came from (``shared_from``).
     """
-    wanted = {(r.cell, r.seed): r for r in runs}
-    out = {}
-    for rec in prior:
-        spec = wanted.get((rec.get("cell"), rec.get("seed")))
-        if spec is None:  # a cell or seed not asked for this time
-            continue
-        try:
-            theirs = RunSpec(spec.cell, spec.seed, TrainConfig.model_validate(rec["config"]))
-        except (KeyError, ValidationError) as e:
-            raise ConfigError(f"--merge {source}: cell {spec.cell} seed {spec.seed}: not a run record ({e})") from None
-        # the resume check's comparison, where the run folder may differ too
-        diff = config_diff(_config_as_run(theirs), _config_as_run(spec), ignore=MERGE_IGNORED)
-        if diff:
-            raise ConfigError(f"--merge {source}: cell {spec.cell} seed {spec.seed} was trained with another "
-                              f"config (differs at {', '.join(list(diff)[:5])}); it cannot share this table")
-        out[(spec.cell, spec.seed)] = rec
+    out: dict[tuple[str, int], dict] = {}
+    if from_grid is None:
+        wanted = {(r.cell, r.seed): r for r in runs}
+        for rec in prior:
+            spec = wanted.get((rec.get("cell"), rec.get("seed")))
+            if spec is None:  # a cell or seed not asked for this time
+                continue
+            same, diff = _same_recipe(rec, spec, source)
+            if not same:
+                raise ConfigError(f"--merge {source}: cell {spec.cell} seed {spec.seed} was trained with another "
+                                  f"config (differs at {', '.join(diff[:5])}); it cannot share this table")
+            out[(spec.cell, spec.seed)] = rec
+        return out
+    for spec in runs:
+        for rec in prior:
+            if rec.get("seed") == spec.seed and _same_recipe(rec, spec, source)[0]:
+                out[(spec.cell, spec.seed)] = rec | {
+                    "cell": spec.cell, "shared_from": {"grid": from_grid, "cell": rec.get("cell"), "file": source}}
+                break
+    if not out:
+        raise ConfigError(f"--merge {source}: no run of grid {from_grid!r} has the config and seed of a run asked "
+                          f"for here, so none can stand for one")
     return out
 
 
-def load_prior(path: str | Path, grid: GridSpec, preset: str) -> list[dict[str, Any]]:
-    """The per-run records of a summary JSON written by :func:`run_grid` (``results.json``)."""
+def load_prior(path: str | Path, grid: GridSpec, preset: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The per-run records of a summary JSON written by :func:`run_grid` (``results.json``), and the grid they
+    come from when it is another grid (None for this one)."""
     path = Path(path)
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"--merge {path}: cannot read a grid summary ({e})") from None
-    if summary.get("grid") != grid.name or summary.get("preset") != preset:
-        raise ConfigError(f"--merge {path}: it is grid {summary.get('grid')!r} preset {summary.get('preset')!r}, "
-                          f"not {grid.name!r} preset {preset!r}")
+    if not isinstance(summary, dict) or "grid" not in summary:
+        raise ConfigError(f"--merge {path}: not a grid summary (no 'grid' key)")
+    if summary["grid"] == grid.name and summary.get("preset") != preset:
+        raise ConfigError(f"--merge {path}: it is grid {summary['grid']!r} preset {summary.get('preset')!r}, "
+                          f"not preset {preset!r}")
     if "records" not in summary:
         raise ConfigError(f"--merge {path}: no per-run records (written by an older agekit); rerun those seeds")
-    return summary["records"]
+    return summary["records"], (None if summary["grid"] == grid.name else str(summary["grid"]))
 
 
 def _gates(model_file: str | None) -> dict[str, float]:
@@ -228,7 +253,8 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
     """Train every cell x seed (skipping runs already finished with the same config) and write the tables.
 
     ``merge``: earlier summaries (``results.json``) whose run records stand for (cell, seed) pairs with no
-    finished run folder here, so those are not trained again (each checked to share this grid's config).
+    finished run folder here, so those are not trained again (each checked to share this grid's config); a
+    summary of another grid lends the runs whose config and seed are identical to one asked for here.
     Returns the summary (also ``results.json`` and ``results.md`` in ``out``).
     """
     from ..training.runner import train
@@ -243,7 +269,8 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
     runs = expand_grid(grid, preset, seed_list, out, overrides, cells)
     merged: dict[tuple[str, int], dict[str, Any]] = {}
     for src in merge or []:  # checked before training anything, like the run folders below; the first wins
-        merged = merge_records(runs, load_prior(src, grid, preset), str(src)) | merged
+        prior, from_grid = load_prior(src, grid, preset)
+        merged = merge_records(runs, prior, str(src), from_grid) | merged
     finished = [_completed(run) for run in runs]  # checks every run folder before training anything
     records = []
     for i, (run, res) in enumerate(zip(runs, finished)):

@@ -107,6 +107,13 @@ def render_markdown(summary: dict[str, Any]) -> str:
         added = ("+" if r["params_added"] > 0 else "") + _fmt_params(r["params_added"]) if r["params_added"] else "0"
         lines.append(f"| {r['cell']} | {r['model']} | {_pm(r['mean'], r['std'], d)} | {_pm(r['val_mean'], r['val_std'], d)} "
                      f"| {_fmt_params(r['params'])} | {added} | {gates} | {secs} |")
+    shared: dict[tuple[str, str, str], list[int]] = {}
+    for rec in summary.get("records", []):
+        if src := rec.get("shared_from"):
+            shared.setdefault((rec["cell"], src["grid"], src["cell"]), []).append(rec["seed"])
+    if shared:
+        lines += ["", "Runs shared with another grid (the same config and seed, trained once):"]
+        lines += [f"- `{cell}` seeds {sorted(seeds)}: grid `{g}`, cell `{c}`" for (cell, g, c), seeds in shared.items()]
     return "\n".join(lines) + "\n"
 
 
