@@ -136,14 +136,18 @@ def predict_cmd(
         console.print(table)
     what = "person(s)" if predictor.persons else "face(s)"
     nothing = "without a person" if predictor.persons else "without a face"
-    summary = f"{n_images} image(s): {n_found} {what}, {n_none} {nothing}, {n_images - n_read} skipped"
-    if out is not None:
-        summary += f"; results: {out}"
-    if draw is not None:
-        summary += f"; drawings: {draw}/"
-    err.print(summary, highlight=False, markup=False, soft_wrap=True)
+    _summary(f"{n_images} image(s): {n_found} {what}, {n_none} {nothing}, {n_images - n_read} skipped", out, draw)
     if n_read == 0:
         _fail("no image could be read", code=1)
+
+
+def _summary(line: str, out: Optional[Path], draw: Optional[Path]) -> None:
+    """The run's one-line account on stderr, so stdout stays the results alone."""
+    if out is not None:
+        line += f"; results: {out}"
+    if draw is not None:
+        line += f"; drawings: {draw}/"
+    err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _predict_videos(videos: list[str], predictor, out: Optional[Path], draw: Optional[Path], stride: int,
@@ -216,12 +220,8 @@ def _predict_videos(videos: list[str], predictor, out: Optional[Path], draw: Opt
             writer.close()
     if not quiet:
         console.print(table)
-    summary = f"{len(videos)} video(s): {n_tracks} track(s), {n_nobody} with nobody in them, {len(videos) - n_ok} skipped"
-    if out is not None:
-        summary += f"; results: {out}"
-    if draw is not None:
-        summary += f"; drawings: {draw}/"
-    err.print(summary, highlight=False, markup=False, soft_wrap=True)
+    _summary(f"{len(videos)} video(s): {n_tracks} track(s), {n_nobody} with nobody in them, "
+             f"{len(videos) - n_ok} skipped", out, draw)
     if n_ok == 0:
         _fail("no video could be read", code=1)
 

@@ -28,7 +28,7 @@ from torch import nn
 from ..models.registry import AgeModelCfg
 from .onnx import DEFAULT_OPSET, export_onnx, read_onnx_metadata
 
-__all__ = ["export_onnx_int8", "float_nodes", "POOL_OPS"]
+__all__ = ["calibration_batch", "export_onnx_int8", "float_nodes", "POOL_OPS"]
 
 POOL_OPS = ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean")  # where a CNN's features become one vector
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
@@ -57,6 +57,14 @@ class _Batches:
         return next(self._it, None)
 
 
+def calibration_batch(calibration: np.ndarray) -> np.ndarray:
+    """The calibration images as a float32 NCHW batch (ONNX and TFLite int8 take the same), or a clear error."""
+    calibration = np.asarray(calibration, dtype=np.float32)
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise ValueError(f"calibration must be a non-empty NCHW batch, got shape {calibration.shape}")
+    return calibration
+
+
 def export_onnx_int8(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *, calibration: np.ndarray,
                      calibration_source: str = "", metadata: Mapping[str, Any] | None = None) -> Path:
     """Write a static int8 (QDQ) ONNX model calibrated on ``calibration`` crops; metadata as the float export
@@ -67,9 +75,7 @@ def export_onnx_int8(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *, ca
 
     from .onnx import INPUT_NAME
 
-    calibration = np.asarray(calibration, dtype=np.float32)
-    if calibration.ndim != 4 or len(calibration) == 0:
-        raise ValueError(f"calibration must be a non-empty NCHW batch, got shape {calibration.shape}")
+    calibration = calibration_batch(calibration)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as tmp:

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..models.registry import AgeModelCfg
 from .onnx import OUTPUT_NAMES, onnx_metadata
+from .quantize import calibration_batch
 
 __all__ = ["export_tflite", "export_tflite_int8", "float_scopes", "METADATA_NAME", "write_tflite_metadata", "read_tflite_metadata"]
 
@@ -161,9 +162,7 @@ def export_tflite_int8(model: nn.Module, cfg: AgeModelCfg, path: str | Path, *, 
     from ai_edge_quantizer import quantizer, recipe_manager
     from ai_edge_quantizer.qtyping import TFLOperationName
 
-    calibration = np.asarray(calibration, dtype=np.float32)
-    if calibration.ndim != 4 or len(calibration) == 0:
-        raise ValueError(f"calibration must be a non-empty NCHW batch, got shape {calibration.shape}")
+    calibration = calibration_batch(calibration)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as tmp:
