@@ -256,7 +256,8 @@ def test_lite_grids_expand_and_list():
                 if "attn" in path.stem:
                     assert cfg.family == "lite_attn" and c.finetune.regime in ("F0", "F1", "F2")
                 else:
-                    assert c.finetune.regime == "two_stage" and c.finetune.head_epochs >= 1
+                    one_stage = run.cell == "hybrid_one_stage"  # the ablation of the first, head-only stage
+                    assert c.finetune.regime == "two_stage" and c.finetune.head_epochs == (0 if one_stage else 1)
 
 
 def test_hybrid_vs_cnn_cells_differ_only_by_the_encoder():
@@ -270,6 +271,11 @@ def test_hybrid_vs_cnn_cells_differ_only_by_the_encoder():
         assert {k: v for k, v in hyb["model"]["kwargs"].items() if k not in encoder_only} == cnn["model"]["kwargs"]
         for section in ("data", "loss", "optim", "finetune", "eval"):
             assert cnn[section] == hyb[section], (preset, section)
+        one = runs["hybrid_one_stage"]  # differs from the hybrid by the missing head-only stage alone
+        assert one["finetune"]["head_epochs"] == 0 and hyb["finetune"]["head_epochs"] == 1
+        assert {**one, "finetune": None, "trainer": None} == {**hyb, "finetune": None, "trainer": None}
+        assert {k: v for k, v in one["finetune"].items() if k != "head_epochs"} == \
+            {k: v for k, v in hyb["finetune"].items() if k != "head_epochs"}
 
 
 def _tiny(tmp_path: Path) -> dict:
