@@ -273,6 +273,23 @@ def test_seed_lists_and_merging_an_earlier_table(tmp_path):
         run_grid(grid, [0], "cpu", tmp_path / "d", cells=["none"], merge=[tmp_path / "full.json"])
 
 
+def test_no_train_tabulates_what_is_there(tmp_path):
+    """--no-train: a table in progress from the finished and merged runs, naming the runs still missing."""
+    grid = _cls_grid(tmp_path)
+    run_grid(grid, [0], "cpu", tmp_path / "a", cells=["none"])
+    r = runner.invoke(app, ["experiment", "run", str(grid), "--seeds", "2", "--preset", "cpu", "--no-train",
+                            "--out", str(tmp_path / "b"), "--merge", str(tmp_path / "a" / "results.json")])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [(x["cell"], x["n_seeds"]) for x in summary["rows"]] == [("none", 1)]
+    assert summary["missing"] == [{"cell": "mhsa", "seed": 0}, {"cell": "none", "seed": 1}, {"cell": "mhsa", "seed": 1}]
+    assert not (tmp_path / "b" / "none").exists() and not (tmp_path / "b" / "mhsa").exists()  # nothing trained
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "Not run yet" in md and "`mhsa` seeds [0, 1]" in md and "`none` seeds [1]" in md
+    with pytest.raises(ConfigError, match="nothing to tabulate"):
+        run_grid(grid, [0], "cpu", tmp_path / "c", cells=["mhsa"], train_missing=False)
+
+
 def test_another_grid_lends_runs_with_the_same_config(tmp_path):
     """An ablation grid's baseline cell is the main table's cell: a run with the identical config and seed is
     shared (named in the table), not trained again; a grid with no such run is refused."""

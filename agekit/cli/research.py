@@ -38,6 +38,8 @@ def run_cmd(
                                                "preset: its run records stand for those runs, which are then not "
                                                "trained here; of another grid: its runs with the same config and "
                                                "seed are shared (repeatable)"),
+    train: bool = typer.Option(True, "--train/--no-train", help="--no-train: train nothing; tabulate the finished "
+                               "and merged runs and name the missing ones"),
 ) -> None:
     """Train every cell x seed (finished runs with the same config are reused) and write results.md/.json."""
     from ..config.base import ConfigError, parse_overrides
@@ -50,7 +52,7 @@ def run_cmd(
 
     try:
         summary = run_grid(grid, list(seed) if seed else seeds, preset, out, parse_overrides(set_), _cells(cells),
-                           on_run=progress, merge=merge)
+                           on_run=progress, merge=merge, train_missing=train)
     except ConfigError as e:
         fail(str(e))
     console.print(render_markdown(summary), highlight=False)

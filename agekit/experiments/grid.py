@@ -249,12 +249,14 @@ def _gates(model_file: str | None) -> dict[str, float]:
 def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto", out: str | Path | None = None,
              overrides: dict[str, Any] | None = None, cells: list[str] | None = None,
              on_run: Callable[[RunSpec, int, int], None] | None = None,
-             merge: list[str | Path] | None = None) -> dict[str, Any]:
+             merge: list[str | Path] | None = None, train_missing: bool = True) -> dict[str, Any]:
     """Train every cell x seed (skipping runs already finished with the same config) and write the tables.
 
     ``merge``: earlier summaries (``results.json``) whose run records stand for (cell, seed) pairs with no
     finished run folder here, so those are not trained again (each checked to share this grid's config); a
     summary of another grid lends the runs whose config and seed are identical to one asked for here.
+    ``train_missing=False`` trains nothing: the table holds the finished and merged runs and names the others
+    (a table in progress, e.g. cells with fewer seeds so far).
     Returns the summary (also ``results.json`` and ``results.md`` in ``out``).
     """
     from ..training.runner import train
@@ -272,10 +274,13 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
         prior, from_grid = load_prior(src, grid, preset)
         merged = merge_records(runs, prior, str(src), from_grid) | merged
     finished = [_completed(run) for run in runs]  # checks every run folder before training anything
-    records = []
+    records, missing = [], []
     for i, (run, res) in enumerate(zip(runs, finished)):
         if res is None and (run.cell, run.seed) in merged:  # trained elsewhere: its record stands for the run
             records.append(merged[(run.cell, run.seed)])
+            continue
+        if res is None and not train_missing:
+            missing.append({"cell": run.cell, "seed": run.seed})
             continue
         if on_run is not None:
             on_run(run, i, len(runs))
@@ -288,6 +293,9 @@ def run_grid(path: str | Path, seeds: int | list[int] = 3, preset: str = "auto",
         records.append({"cell": run.cell, "seed": run.seed, "out_dir": str(run.out_dir), "results": res,
                         "gates": _gates(res.get("model_file")), "seconds": seconds,
                         "config": json.loads(run.config.model_dump_json())})
-    summary = summarize(grid, preset, records)
+    if not records:
+        raise ConfigError(f"{grid.name} preset {preset}: no run asked for is finished in {out} or merged, so there "
+                          f"is nothing to tabulate; run it without --no-train")
+    summary = summarize(grid, preset, records, missing)
     write_tables(summary, out)
     return summary

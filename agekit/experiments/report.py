@@ -37,7 +37,8 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None
 
 
-def summarize(grid, preset: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(grid, preset: str, records: list[dict[str, Any]],
+              missing: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     from ..training.runner import task_of
 
     cells: dict[str, dict[str, Any]] = {}
@@ -73,7 +74,9 @@ def summarize(grid, preset: str, records: list[dict[str, Any]]) -> dict[str, Any
     return {"grid": grid.name, "description": grid.description, "paper": grid.paper, "preset": preset,
             "baseline": base["cell"], "seeds": sorted({rec["seed"] for rec in records}), "rows": rows,
             # every run's own record: what `agekit experiment run --merge` joins into a later table
-            "records": records}
+            "records": records,
+            # (cell, seed) runs asked for but neither finished nor merged (`--no-train`): the table is partial
+            "missing": missing or []}
 
 
 def _fmt_params(n: int) -> str:
@@ -83,7 +86,7 @@ def _fmt_params(n: int) -> str:
 def _pm(m: float, s: float | None, digits: int) -> str:
     if math.isnan(m):
         return "n/a"
-    return f"{m:.{digits}f} (1 seed)" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+    return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"  # one seed: no std
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -98,19 +101,26 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines += [summary["description"].strip(), ""]
     lines += [(f"Test {label}, {better} is better: mean ± sample std (ddof=1) over seeds; the checkpoint of each run "
                f"is the best on validation. Params added are relative to `{summary['baseline']}`."), ""]
-    lines.append(f"| cell | model | test {label} | val {label} | params | params added | final gates | s/run |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append(f"| cell | model | seeds | test {label} | val {label} | params | params added | final gates | s/run |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         d = 2
         gates = ", ".join(f"{g.removesuffix('.gate')}={v['mean']:.3f}" for g, v in r["gates"].items()) or "–"
         secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "–"
         added = ("+" if r["params_added"] > 0 else "") + _fmt_params(r["params_added"]) if r["params_added"] else "0"
-        lines.append(f"| {r['cell']} | {r['model']} | {_pm(r['mean'], r['std'], d)} | {_pm(r['val_mean'], r['val_std'], d)} "
+        lines.append(f"| {r['cell']} | {r['model']} | {r['n_seeds']} | {_pm(r['mean'], r['std'], d)} "
+                     f"| {_pm(r['val_mean'], r['val_std'], d)} "
                      f"| {_fmt_params(r['params'])} | {added} | {gates} | {secs} |")
     shared: dict[tuple[str, str, str], list[int]] = {}
     for rec in summary.get("records", []):
         if src := rec.get("shared_from"):
             shared.setdefault((rec["cell"], src["grid"], src["cell"]), []).append(rec["seed"])
+    if missing := summary.get("missing"):
+        by_cell: dict[str, list[int]] = {}
+        for m in missing:
+            by_cell.setdefault(m["cell"], []).append(m["seed"])
+        lines += ["", "Not run yet (this table is partial; the same command without `--no-train` trains them): "
+                  + "; ".join(f"`{c}` seeds {sorted(v)}" for c, v in by_cell.items())]
     if shared:
         lines += ["", "Runs shared with another grid (the same config and seed, trained once):"]
         lines += [f"- `{cell}` seeds {sorted(seeds)}: grid `{g}`, cell `{c}`" for (cell, g, c), seeds in shared.items()]
