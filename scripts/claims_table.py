@@ -66,6 +66,12 @@ def main() -> None:
     if args.b is None:
         ap.error("give the grid result, the baseline cell and the compared cell")
     rows = {r["cell"]: r for r in json.loads(args.result.read_text())["rows"]}
+    for c in (args.a, args.b):
+        if c not in rows:
+            raise SystemExit(f"{args.result}: no cell {c!r} (cells: {', '.join(rows)})")
+        if len(rows[c]["per_seed"]) < 2:
+            raise SystemExit(f"{args.result}: cell {c!r} has one seed, so no seed interval; use --paired on the "
+                             f"two runs' predictions.csv")
     a, b = (np.array(list(rows[c]["per_seed"].values()), dtype=np.float64) for c in (args.a, args.b))
     d, lo, hi = welch(a, b)
     print(f"{args.a} {a.mean():.2f} ± {a.std(ddof=1):.2f} | {args.b} {b.mean():.2f} ± {b.std(ddof=1):.2f} | "

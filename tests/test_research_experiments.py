@@ -3,6 +3,8 @@ estimates, attention maps, classification evaluation and training with the freez
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -329,3 +331,11 @@ def test_claims_table_intervals(tmp_path):
         tmp_path / "b.csv", index=False)
     ma, mb, diff, lo, hi, n = ct.paired(tmp_path / "a.csv", tmp_path / "b.csv")
     assert n == 300 and ma == pytest.approx(5.0) and diff == pytest.approx(-2.0, abs=0.02) and lo < diff < hi < 0
+    # a cell with one seed has no seed interval: a clear message, not a NaN interval
+    summary = {"rows": [{"cell": "none", "per_seed": {"0": 5.5, "1": 5.4}}, {"cell": "eca", "per_seed": {"0": 5.7}}]}
+    (tmp_path / "grid.json").write_text(json.dumps(summary))
+    script = [sys.executable, str(REPO / "scripts" / "claims_table.py"), str(tmp_path / "grid.json")]
+    r = subprocess.run(script + ["none", "eca"], capture_output=True, text=True)
+    assert r.returncode == 1 and "'eca' has one seed" in r.stderr and "--paired" in r.stderr
+    r = subprocess.run(script + ["none", "cbam"], capture_output=True, text=True)
+    assert r.returncode == 1 and "no cell 'cbam'" in r.stderr
