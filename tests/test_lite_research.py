@@ -256,7 +256,7 @@ def test_lite_grids_expand_and_list():
                 if "attn" in path.stem:
                     assert cfg.family == "lite_attn" and c.finetune.regime in ("F0", "F1", "F2")
                 else:
-                    one_stage = run.cell == "hybrid_one_stage"  # the ablation of the first, head-only stage
+                    one_stage = run.cell == "hybrid_one_stage"  # the ablation of the first stage (CNN frozen)
                     assert c.finetune.regime == "two_stage" and c.finetune.head_epochs == (0 if one_stage else 1)
 
 
@@ -271,7 +271,7 @@ def test_hybrid_vs_cnn_cells_differ_only_by_the_encoder():
         assert {k: v for k, v in hyb["model"]["kwargs"].items() if k not in encoder_only} == cnn["model"]["kwargs"]
         for section in ("data", "loss", "optim", "finetune", "eval"):
             assert cnn[section] == hyb[section], (preset, section)
-        one = runs["hybrid_one_stage"]  # differs from the hybrid by the missing head-only stage alone
+        one = runs["hybrid_one_stage"]  # differs from the hybrid by the missing first stage (CNN frozen) alone
         assert one["finetune"]["head_epochs"] == 0 and hyb["finetune"]["head_epochs"] == 1
         assert {**one, "finetune": None, "trainer": None} == {**hyb, "finetune": None, "trainer": None}
         assert {k: v for k, v in one["finetune"].items() if k != "head_epochs"} == \
