@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from agekit.cli.main import app
 from agekit.experiments.grid import expand_grid, load_grid, run_grid
 from agekit.models import create_model, get_model_cfg, load_model
-from agekit.models.attention import GatedMHSA
+from agekit.models.attention import GatedBlock, GatedMHSA
 from agekit.models.baselines import count_params
 from agekit.models.convnext_attn import feature_sequence, insertion_points
 from agekit.models.freezing import apply_regime, late_backbone_modules, no_decay_ids, param_groups
@@ -167,6 +167,30 @@ def test_gated_mhsa_at_init_leaves_the_pretrained_network_unchanged():
     assert isinstance(gated.attn.p2, GatedMHSA)
 
 
+@pytest.mark.parametrize("mechanism", ["se", "eca", "cbam", "spatial"])
+def test_gated_channel_and_spatial_blocks_start_as_identity_and_open_to_the_plain_block(mechanism):
+    """``gated: true`` wraps SE/ECA/CBAM/spatial like the MHSA: exactly the plain network at gate 0, exactly the
+    ungated block at gate 1; the gate is logged and free of weight decay like the MHSA's."""
+    torch.manual_seed(0)
+    plain = create_model("mobileagenet_lite0").eval()
+    ungated = create_model("lite0_attn_128", points="p2+p3", mechanism=mechanism).eval()
+    gated = create_model("lite0_attn_128", points="p2+p3", mechanism=mechanism, gated=True).eval()
+    assert isinstance(gated.attn.p3, GatedBlock) and not isinstance(ungated.attn.p3, GatedBlock)
+    gates = {n: p for n, p in gated.named_parameters() if n.endswith("gate")}
+    assert set(gates) == {"attn.p2.gate", "attn.p3.gate"} and {id(p) for p in gates.values()} <= no_decay_ids(gated)
+    gated.load_state_dict(plain.state_dict(), strict=False)
+    ungated.load_state_dict(plain.state_dict(), strict=False)
+    for k in ("p2", "p3"):
+        ungated.attn[k].load_state_dict(gated.attn[k].block.state_dict())
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(gated(x)["age"], plain(x)["age"])
+        for k in ("p2", "p3"):
+            gated.attn[k].gate.fill_(1.0)
+        assert torch.allclose(gated(x)["age"], ungated(x)["age"], atol=1e-5)
+        assert not torch.allclose(gated(x)["age"], plain(x)["age"])
+
+
 def _trainable(model) -> set[str]:
     return {n for n, p in model.named_parameters() if p.requires_grad}
 
@@ -237,7 +261,7 @@ def test_f0_keeps_the_frozen_backbone_fixed_during_a_training_step():
 def test_lite_grids_expand_and_list():
     assert {p.stem for p in LITE_GRIDS} == {
         "lite_hybrid_vs_cnn", "lite_hybrid_depth", "lite_hybrid_head", "lite_hybrid_loss", "lite_hybrid_schedule",
-        "lite_attn_mechanisms", "lite_attn_insertion_freezing", "lite_attn_heads"}
+        "lite_attn_mechanisms", "lite_attn_insertion_freezing", "lite_attn_heads", "lite_attn_gated"}
     r = CliRunner().invoke(app, ["experiment", "list"])
     assert r.exit_code == 0, r.output
     for path in LITE_GRIDS:

@@ -16,7 +16,7 @@ from timm.layers.squeeze_excite import SEModule
 from timm.models.vision_transformer import Attention
 from torch import nn
 
-__all__ = ["MECHANISMS", "GatedMHSA", "capture_attention", "create_attention"]
+__all__ = ["MECHANISMS", "GatedBlock", "GatedMHSA", "capture_attention", "create_attention"]
 
 MECHANISMS = ("none", "mhsa", "se", "eca", "cbam", "spatial")
 
@@ -46,22 +46,44 @@ class GatedMHSA(nn.Module):
         return x + self.gate * a
 
 
-def create_attention(kind: str, channels: int, num_heads: int = 4) -> nn.Module:
-    """One of :data:`MECHANISMS` for a ``channels``-wide feature map ('none' gives Identity)."""
+class GatedBlock(nn.Module):
+    """``x <- x + gate * (block(x) - x)``, ``gate`` a learnable scalar starting at 0.
+
+    timm's SE/ECA/CBAM rescale features from the first step, which disturbs a pretrained backbone; the
+    MHSA is zero-gated. Wrapping them the same way (an identity at the start, the plain block at gate 1)
+    separates "the mechanism" from "an ungated insertion" in the ablations. timm has no such wrapper.
+    """
+
+    def __init__(self, block: nn.Module, gate_init: float = 0.0) -> None:
+        super().__init__()
+        self.block = block
+        self.gate = nn.Parameter(torch.tensor(float(gate_init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.gate * (self.block(x) - x)
+
+
+def create_attention(kind: str, channels: int, num_heads: int = 4, gated: bool = False) -> nn.Module:
+    """One of :data:`MECHANISMS` for a ``channels``-wide feature map ('none' gives Identity).
+
+    ``gated`` wraps SE/ECA/CBAM/spatial in :class:`GatedBlock`; the MHSA is always gated.
+    """
     kind = kind.lower()
     if kind == "none":
         return nn.Identity()
     if kind == "mhsa":
         return GatedMHSA(channels, num_heads=num_heads)
     if kind == "se":
-        return SEModule(channels)  # reduction 1/16, as in the SE paper
-    if kind == "eca":
-        return EcaModule(channels)  # kernel size adapted to the channel count, as in ECA-Net
-    if kind == "cbam":
-        return CbamModule(channels)
-    if kind == "spatial":
-        return SpatialAttn(kernel_size=7)  # CBAM's spatial branch alone
-    raise ValueError(f"unknown attention mechanism {kind!r}; choose from {', '.join(MECHANISMS)}")
+        block: nn.Module = SEModule(channels)  # reduction 1/16, as in the SE paper
+    elif kind == "eca":
+        block = EcaModule(channels)  # kernel size adapted to the channel count, as in ECA-Net
+    elif kind == "cbam":
+        block = CbamModule(channels)
+    elif kind == "spatial":
+        block = SpatialAttn(kernel_size=7)  # CBAM's spatial branch alone
+    else:
+        raise ValueError(f"unknown attention mechanism {kind!r}; choose from {', '.join(MECHANISMS)}")
+    return GatedBlock(block) if gated else block
 
 
 @contextmanager

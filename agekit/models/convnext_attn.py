@@ -100,6 +100,7 @@ class ConvNeXtAttn(nn.Module):
         points: str | list[str] = "p3",
         mechanism: str = "mhsa",
         num_heads: int = 4,
+        gated: bool = False,
         cifar_stem: bool = False,
         num_classes: int = 100,
         drop_rate: float = 0.0,
@@ -118,7 +119,8 @@ class ConvNeXtAttn(nn.Module):
             patch_cifar_stem(self.backbone)
         places = insertion_points(self.backbone)
         self.points = parse_points(points) if mechanism != "none" else ()
-        self.attn = nn.ModuleDict({f"p{i}": create_attention(mechanism, places[i][1], num_heads) for i in self.points})
+        self.attn = nn.ModuleDict({f"p{i}": create_attention(mechanism, places[i][1], num_heads, gated)
+                                   for i in self.points})
         self.attn_after = {places[i][0]: f"p{i}" for i in self.points}  # backbone step name -> attn key
         nf = self.backbone.num_features
         if task == "classification":
