@@ -339,3 +339,19 @@ def test_claims_table_intervals(tmp_path):
     assert r.returncode == 1 and "'eca' has one seed" in r.stderr and "--paired" in r.stderr
     r = subprocess.run(script + ["none", "cbam"], capture_output=True, text=True)
     assert r.returncode == 1 and "no cell 'cbam'" in r.stderr
+    # a same-setting control re-run joins its cell as one more run
+    summary = {"rows": [{"cell": "none", "metric": "test/mae", "per_seed": {"0": 5.5, "1": 5.4, "2": 5.45}},
+                        {"cell": "se", "metric": "test/mae", "per_seed": {"0": 5.2, "1": 5.3, "2": 5.25}}]}
+    (tmp_path / "grid.json").write_text(json.dumps(summary))
+    (tmp_path / "ctrl.json").write_text(json.dumps({"record": {"results": {"test": {"test/mae": 5.6}}}}))
+    r = subprocess.run(script + ["none", "se", "--control", f"none={tmp_path / 'ctrl.json'}"], capture_output=True,
+                       text=True)
+    d, lo, hi = ct.welch(np.array([5.5, 5.4, 5.45, 5.6]), np.array([5.2, 5.3, 5.25]))
+    assert r.returncode == 0 and f"se - none = {d:+.2f} [{lo:+.2f}, {hi:+.2f}]" in r.stdout
+    assert "4 + 3 runs, controls counted" in r.stdout
+    r = subprocess.run(script + ["none", "se", "--control", f"eca={tmp_path / 'ctrl.json'}"], capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and "neither 'none' nor 'se'" in r.stderr
+    r = subprocess.run(script + ["none", "se", "--control", f"none={tmp_path / 'missing.json'}"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "cannot read" in r.stderr and "missing.json" in r.stderr
