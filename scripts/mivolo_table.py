@@ -91,9 +91,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--variants", action="store_true",
                     help="one row per run (different models, one seed each) instead of mean ± std over seeds")
-    ap.add_argument("--reuse", type=Path, default=None, help="a JSON this script wrote: runs scored there are not scored again")
+    ap.add_argument("--reuse", type=Path, action="append", default=[],
+                    help="a JSON this script wrote (seeds or variants; repeatable): runs recorded there are not scored "
+                         "again, so a table can be rebuilt after the run folders are gone")
     args = ap.parse_args()
-    done = {r["run"]: r for r in json.loads(args.reuse.read_text())["seeds"]} if args.reuse and args.reuse.is_file() else {}
+    done = {}
+    for path in args.reuse:
+        if path.is_file():
+            doc = json.loads(path.read_text())
+            done.update({r["run"]: r for r in doc.get("seeds", []) + doc.get("variants", [])})
     rows = []
     for run in map(Path, args.runs):
         if str(run) in done:
@@ -163,6 +169,8 @@ def write_variants(rows: list[dict], out: Path) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     for r in rows:
+        if all(k in r for k in ("model_name", "epochs", "params_m")):
+            continue  # a row reused from an earlier JSON: its run folder may be gone
         logs = sorted(Path(r["run"]).glob("logs/version_*/metrics.csv"))
         if logs:  # validation MAE after each epoch: the like-for-like comparison when budgets differ
             m = pd.read_csv(logs[-1])

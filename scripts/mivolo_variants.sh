@@ -8,5 +8,5 @@ AGEKIT=${AGEKIT:-.venv/bin/agekit}
 for cfg in mivolo_lite0_aaf_peta mivolo_s_aaf_peta; do
   "$AGEKIT" train configs/$cfg.yaml trainer.progress=none
 done
-.venv/bin/python scripts/mivolo_table.py --variants --reuse docs/results/mivolo_body.json --out docs/results/mivolo_variants \
+.venv/bin/python scripts/mivolo_table.py --variants --reuse docs/results/mivolo_body.json --reuse docs/results/mivolo_variants.json --out docs/results/mivolo_variants \
   --runs runs/mivolo_lite0x2_aaf_peta_s0 runs/mivolo_lite0_aaf_peta_s0 runs/mivolo_s_aaf_peta_s0

@@ -101,11 +101,14 @@ def render_markdown(summary: dict[str, Any]) -> str:
         lines += [summary["description"].strip(), ""]
     lines += [(f"Test {label}, {better} is better: mean ± sample std (ddof=1) over seeds; the checkpoint of each run "
                f"is the best on validation. Params added are relative to `{summary['baseline']}`."), ""]
-    lines.append(f"| cell | model | seeds | test {label} | val {label} | params | params added | final gates | s/run |")
+    lines.append(f"| cell | model | seeds | test {label} | val {label} | params | params added | final gates (per seed) "
+                 "| s/run |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         d = 2
-        gates = ", ".join(f"{g.removesuffix('.gate')}={v['mean']:.3f}" for g, v in r["gates"].items()) or "–"
+        # per seed, not the mean: a learnt gate's sign differs between seeds, so a mean near 0 would read as "unused"
+        gates = ", ".join(f"{g.removesuffix('.gate')}=" + " / ".join(f"{x:+.3f}" for x in v["per_seed"])
+                          for g, v in r["gates"].items()) or "–"
         secs = f"{r['seconds_per_run']:.0f}" if r["seconds_per_run"] is not None else "–"
         added = ("+" if r["params_added"] > 0 else "") + _fmt_params(r["params_added"]) if r["params_added"] else "0"
         lines.append(f"| {r['cell']} | {r['model']} | {r['n_seeds']} | {_pm(r['mean'], r['std'], d)} "
