@@ -97,9 +97,10 @@ def main() -> None:
     args = ap.parse_args()
     done = {}
     for path in args.reuse:
-        if path.is_file():
-            doc = json.loads(path.read_text())
-            done.update({r["run"]: r for r in doc.get("seeds", []) + doc.get("variants", [])})
+        if not path.is_file():
+            raise SystemExit(f"error: --reuse {path}: no such file")
+        doc = json.loads(path.read_text())
+        done.update({r["run"]: r for r in doc.get("seeds", []) + doc.get("variants", [])})
     rows = []
     for run in map(Path, args.runs):
         if str(run) in done:

@@ -13,22 +13,14 @@ import argparse
 import time
 
 import torch
+import yaml
 
 from agekit.models import create_model, get_model_cfg
 
 
 def _kwargs(pairs: list[str]) -> dict:
-    out = {}
-    for p in pairs:
-        key, _, value = p.partition("=")
-        try:
-            out[key] = int(value)
-        except ValueError:
-            try:
-                out[key] = float(value)
-            except ValueError:
-                out[key] = value
-    return out
+    """KEY=VALUE pairs, each value read as YAML (so 0 is an int, 0.1 a float, p2+p3 a string)."""
+    return {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in pairs)}
 
 
 def fit(model_name: str, lr: float, steps: int, batch: int, kwargs: dict, seed: int = 0) -> list[float]:
