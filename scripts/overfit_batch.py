@@ -23,8 +23,8 @@ def _kwargs(pairs: list[str]) -> dict:
     return {k: yaml.safe_load(v) for k, _, v in (p.partition("=") for p in pairs)}
 
 
-def fit(model_name: str, lr: float, steps: int, batch: int, kwargs: dict, seed: int = 0) -> list[float]:
-    """L1 loss on the fixed batch every quarter of ``steps``."""
+def fit(model_name: str, lr: float, steps: int, batch: int, kwargs: dict, seed: int = 0) -> tuple[list[float], float]:
+    """L1 loss on the fixed batch after every step, and the L1 of the best constant answer (the ages' median)."""
     cfg = get_model_cfg(model_name)
     g = torch.Generator().manual_seed(seed)
     size = cfg.input_size[-1]
@@ -35,15 +35,14 @@ def fit(model_name: str, lr: float, steps: int, batch: int, kwargs: dict, seed: 
     inputs = (face, torch.randn(batch, 3, size, size, generator=g), torch.ones(batch), torch.ones(batch)) \
         if cfg.task == "face_body" else (face,)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    history = []
-    for i in range(steps):
+    losses = []
+    for _ in range(steps):
         loss = (model(*inputs)["age"].reshape(-1) - age).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if (i + 1) % max(steps // 4, 1) == 0:
-            history.append(round(loss.item(), 2))
-    return history
+        losses.append(loss.item())
+    return losses, (age - age.median()).abs().mean().item()
 
 
 def main() -> None:
@@ -58,10 +57,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for lr in args.lr:
         t = time.perf_counter()
-        hist = fit(args.model, lr, args.steps, args.batch, _kwargs(args.set))
-        print(f"{args.model} lr={lr:g} {' '.join(args.set)}: L1 by quarter {hist} ({time.perf_counter() - t:.0f} s)",
-              flush=True)
-
+        losses, constant = fit(args.model, lr, args.steps, args.batch, _kwargs(args.set))
+        quarters = [round(v, 2) for v in losses[max(args.steps // 4, 1) - 1::max(args.steps // 4, 1)]]
+        print(f"{args.model} lr={lr:g} {' '.join(args.set)}: L1 by quarter {quarters}, constant answer {constant:.2f} "
+              f"({time.perf_counter() - t:.0f} s)", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -195,22 +195,16 @@ def test_drop_rates_follow_the_config_and_never_drop_both():
 
 def test_from_scratch_variant_learns_at_its_configured_learning_rate():
     """configs/mivolo_s_aaf_peta.yaml's lr must let the from-scratch VOLO fit a fixed batch: at 1e-3 it collapsed
-    to one answer for every input (a flat validation curve for 7 epochs). 8 fixed pairs, 40 AdamW steps."""
+    to one answer for every input (a flat validation curve for 7 epochs). 8 fixed pairs, 40 AdamW steps, through
+    the same check as scripts/overfit_batch.py."""
+    import importlib.util
+
+    script = Path(__file__).parents[1] / "scripts" / "overfit_batch.py"
+    spec = importlib.util.spec_from_file_location("overfit_batch", script)
+    ob = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ob)
     lr = load_config("configs/mivolo_s_aaf_peta.yaml").optim.lr
-    g = torch.Generator().manual_seed(0)
-    face, body, ones = torch.randn(8, 3, 96, 96, generator=g), torch.randn(8, 3, 96, 96, generator=g), torch.ones(8)
-    age = torch.rand(8, generator=g) * 70 + 5
-    torch.manual_seed(0)
-    model = create_model("mivolo_s_96", age_head="regression")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    losses = []
-    for _ in range(40):
-        loss = (model(face, body, ones, ones)["age"].reshape(-1) - age).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    constant = (age - age.median()).abs().mean().item()
+    losses, constant = ob.fit("mivolo_s_96", lr, steps=40, batch=8, kwargs={})
     assert min(losses[-5:]) < 0.5 * constant, (losses[::10], constant)
 
 
