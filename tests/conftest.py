@@ -37,6 +37,15 @@ def utkface_subset(utkface_root: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def calib_chips(utkface_subset: Path, tmp_path_factory) -> Path:
+    """24 real chips for int8 calibration, none of them among the first ones the parity checks use."""
+    out = tmp_path_factory.mktemp("calib")
+    for f in sorted(utkface_subset.iterdir())[-24:]:
+        shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture(scope="session")
 def random_model_file(tmp_path_factory) -> Path:
     """An untrained mobileagenet_lite0 saved as an agekit safetensors file (fast, no training)."""
     from agekit.models import create_model, save_weights

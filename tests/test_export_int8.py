@@ -3,7 +3,6 @@ real crops, parity within the int8 tolerance, and the CLI paths (export, predict
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,6 @@ from agekit.export.formats import INT8_PARITY, ExportError, export_model, format
 from agekit.export.quantize import float_nodes
 from agekit.inference.defaults import example_photo_path
 from agekit.runtime import ModelFileError, load_runner
-
-
-@pytest.fixture(scope="module")
-def calib_chips(utkface_subset: Path, tmp_path_factory) -> Path:
-    """24 real chips for calibration, none of them among the first ones the parity checks use."""
-    out = tmp_path_factory.mktemp("calib")
-    for f in sorted(utkface_subset.iterdir())[-24:]:
-        shutil.copy(f, out / f.name)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -55,17 +55,6 @@ def test_a_tflite_file_without_agekit_metadata_is_a_clear_error(tmp_path: Path):
         load_runner(bad)
 
 
-@pytest.fixture(scope="module")
-def calib_chips(utkface_subset: Path, tmp_path_factory) -> Path:
-    """24 real chips for int8 calibration, none of them among the first ones the parity checks use."""
-    import shutil
-
-    out = tmp_path_factory.mktemp("calib")
-    for f in sorted(utkface_subset.iterdir())[-24:]:
-        shutil.copy(f, out / f.name)
-    return out
-
-
 def test_bundled_tflite_parity_in_years_on_real_crops(bundled_model_file, bundled_tflite, utkface_subset):
     """The README's mobile path: the bundled model as TFLite matches PyTorch on real UTKFace chips."""
     ref = load_runner(bundled_model_file, "torch")
