@@ -37,6 +37,20 @@ def utkface_subset(utkface_root: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def load_script():
+    """Imports a repo script (scripts/, benchmarks/) by its path: they are not a package, yet tests call their functions."""
+    import importlib.util
+
+    def load(rel: str, name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / rel)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def calib_chips(utkface_subset: Path, tmp_path_factory) -> Path:
     """24 real chips for int8 calibration, none of them among the first ones the parity checks use."""
     out = tmp_path_factory.mktemp("calib")

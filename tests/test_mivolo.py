@@ -193,16 +193,11 @@ def test_drop_rates_follow_the_config_and_never_drop_both():
         task_for_model(face_cfg.model.name).prepare_config(face_cfg)
 
 
-def test_from_scratch_variant_learns_at_its_configured_learning_rate():
+def test_from_scratch_variant_learns_at_its_configured_learning_rate(load_script):
     """configs/mivolo_s_aaf_peta.yaml's lr must let the from-scratch VOLO fit a fixed batch: at 1e-3 it collapsed
     to one answer for every input (a flat validation curve for 7 epochs). 8 fixed pairs, 40 AdamW steps, through
     the same check as scripts/overfit_batch.py."""
-    import importlib.util
-
-    script = Path(__file__).parents[1] / "scripts" / "overfit_batch.py"
-    spec = importlib.util.spec_from_file_location("overfit_batch", script)
-    ob = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ob)
+    ob = load_script("scripts/overfit_batch.py", "overfit_batch")
     lr = load_config("configs/mivolo_s_aaf_peta.yaml").optim.lr
     losses, constant = ob.fit("mivolo_s_96", lr, steps=40, batch=8, kwargs={})
     assert min(losses[-5:]) < 0.5 * constant, (losses[::10], constant)

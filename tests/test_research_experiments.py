@@ -313,13 +313,9 @@ def test_another_grid_lends_runs_with_the_same_config(tmp_path):
         run_grid(other, [0], "cpu", tmp_path / "c", cells=["heads1"], merge=[tmp_path / "a" / "results.json"])
 
 
-def test_claims_table_intervals(tmp_path):
+def test_claims_table_intervals(tmp_path, load_script):
     """scripts/claims_table.py: Welch over seeds; with one seed, a paired bootstrap over the shared test images."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("claims_table", REPO / "scripts" / "claims_table.py")
-    ct = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ct)
+    ct = load_script("scripts/claims_table.py", "claims_table")
     d, lo, hi = ct.welch(np.array([5.0, 5.2, 5.1]), np.array([4.0, 4.2, 4.1]))
     assert d == pytest.approx(-1.0) and lo < -1.0 < hi < 0
     rng = np.random.default_rng(0)

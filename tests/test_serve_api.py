@@ -264,15 +264,11 @@ def test_serving_defaults_and_package_data():
     assert not missing, f"static files not shipped as package data: {missing}"
 
 
-def test_load_benchmark_runs_against_the_server(agekit_server):
+def test_load_benchmark_runs_against_the_server(agekit_server, load_script):
     """benchmarks/load_test.py's client loop (a few clients, 2 s; the real 50 x 60 s run is a benchmark, not a test)."""
     import asyncio
-    import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
-    spec = importlib.util.spec_from_file_location("agekit_load_test", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/load_test.py", "agekit_load_test")
     res = asyncio.run(mod.run_load(agekit_server.url, PHOTO.read_bytes(), clients=4, duration=2.0, pid=agekit_server.pid))
     assert res["ok"] > 0 and res["failed"] == 0 and res["requests"] == res["ok"] + res["n_503"]
     assert res["latency_ok"]["p50_ms"] > 0 and res["rss_mb_peak"] > 100
